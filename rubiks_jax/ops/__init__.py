@@ -1,0 +1,7 @@
+"""The RubiksShift op and its implementations."""
+
+from rubiks_jax.ops.ffi_kernels import available as ffi_available
+from rubiks_jax.ops.ffi_kernels import cuda_built
+from rubiks_jax.ops.rubiks_shift import IMPLS, rubiks_shift
+
+__all__ = ["IMPLS", "cuda_built", "ffi_available", "rubiks_shift"]

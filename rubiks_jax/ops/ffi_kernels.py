@@ -1,0 +1,157 @@
+"""Bindings of the XLA FFI kernels (`impl="ffi"`): registration and the three calls.
+
+The compiled modules `rubiks_jax._rubiks_shift_cpu` and (when built with nvcc)
+`rubiks_jax._rubiks_shift_cuda` hand out handler capsules; each target name is registered for the
+`cpu` and `CUDA` platforms, so one `ffi_call` lowers for either.
+
+Every call takes rank-5 (N, T, H, W, C) arrays. Under `vmap` (custom batching rules below) a mapped
+axis is merged into the batch N when the shift is shared, and into the channels C when each mapped
+element has its own shift, so a vmapped call is still one kernel launch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import custom_batching
+
+from rubiks_jax.ops.geometry import Geometry
+
+FORWARD = "rubiks_shift_forward"
+GRAD_INPUT = "rubiks_shift_grad_input"
+GRAD_SHIFT = "rubiks_shift_grad_shift"
+
+# Upper bound on the chunks of the deterministic shift-gradient reduction (its scratch is
+# chunks x C x 3 float32); the chunking depends only on the shape.
+MAX_REDUCTION_CHUNKS = 1024
+
+
+@functools.cache
+def _registered_platforms() -> tuple[str, ...]:
+    platforms = []
+    for module, platform in (("_rubiks_shift_cpu", "cpu"), ("_rubiks_shift_cuda", "CUDA")):
+        try:
+            lib = importlib.import_module(f"rubiks_jax.{module}")
+        except ImportError:
+            continue
+        for name, capsule in lib.registrations().items():
+            jax.ffi.register_ffi_target(name, capsule, platform=platform)
+        platforms.append(platform)
+    return tuple(platforms)
+
+
+def available() -> bool:
+    """True when the compiled CPU kernels are importable (and registered)."""
+    return "cpu" in _registered_platforms()
+
+
+def cuda_built() -> bool:
+    """True when the CUDA kernels were compiled into this installation."""
+    return "CUDA" in _registered_platforms()
+
+
+def _attrs(geo: Geometry) -> dict[str, np.int64]:
+    st, sh, sw = geo.stride
+    pt, ph, pw = geo.padding
+    return dict(stride_t=np.int64(st), stride_h=np.int64(sh), stride_w=np.int64(sw),
+                pad_t=np.int64(pt), pad_h=np.int64(ph), pad_w=np.int64(pw))
+
+
+def reduction_chunks(n: int, geo: Geometry) -> int:
+    rows = n * geo.out_size[0] * geo.out_size[1]
+    return max(1, min(rows, MAX_REDUCTION_CHUNKS))
+
+
+# ------------------------------------------------------------------------------------------------
+# vmap: fold a mapped axis into N (shared shift) or into C (one shift per mapped element).
+# ------------------------------------------------------------------------------------------------
+def _broadcast(v: jnp.ndarray, batched: bool, size: int) -> jnp.ndarray:
+    return v if batched else jnp.broadcast_to(v, (size,) + v.shape)
+
+
+def _merge_into_batch(v: jnp.ndarray) -> jnp.ndarray:  # (V, N, ...) -> (V*N, ...)
+    return v.reshape((-1,) + v.shape[2:])
+
+
+def _split_batch(v: jnp.ndarray, size: int) -> jnp.ndarray:  # (V*N, ...) -> (V, N, ...)
+    return v.reshape((size, -1) + v.shape[1:])
+
+
+def _merge_into_channels(v: jnp.ndarray) -> jnp.ndarray:  # (V, N, T, H, W, C) -> (N, T, H, W, V*C)
+    v = jnp.moveaxis(v, 0, -2)
+    return v.reshape(v.shape[:-2] + (-1,))
+
+
+def _split_channels(v: jnp.ndarray, size: int) -> jnp.ndarray:  # (N, T, H, W, V*C) -> (V, N, ...)
+    v = v.reshape(v.shape[:-1] + (size, -1))
+    return jnp.moveaxis(v, -2, 0)
+
+
+@functools.cache
+def _interpolate_fn(target: str, geo: Geometry, quantize: bool):
+    """Forward (x -> y) or input gradient (dy -> dx) as a batchable function of (src, shift)."""
+
+    @custom_batching.custom_vmap
+    def call(src, shift):
+        n, c = src.shape[0], src.shape[-1]
+        size = geo.out_size if target == FORWARD else geo.in_size
+        out = jax.ShapeDtypeStruct((n, *size, c), src.dtype)
+        if src.size == 0 or out.size == 0:
+            return jnp.zeros(out.shape, out.dtype)
+        return jax.ffi.ffi_call(target, out)(src, shift, quantize=quantize, **_attrs(geo))
+
+    @call.def_vmap
+    def rule(axis_size, in_batched, src, shift):
+        src_b, shift_b = in_batched
+        if not shift_b:
+            return _split_batch(call(_merge_into_batch(src), shift), axis_size), True
+        src = _merge_into_channels(_broadcast(src, src_b, axis_size))
+        out = call(src, shift.reshape(-1, 3))
+        return _split_channels(out, axis_size), True
+
+    return call
+
+
+@functools.cache
+def _grad_shift_fn(geo: Geometry):
+    """Shift gradient as a batchable function of (x, dy, shift) -> (C, 3) float32."""
+
+    @custom_batching.custom_vmap
+    def call(x, dy, shift):
+        n, c = x.shape[0], x.shape[-1]
+        if x.size == 0 or dy.size == 0:
+            return jnp.zeros((c, 3), jnp.float32)
+        chunks = reduction_chunks(n, geo)
+        dshift, _ = jax.ffi.ffi_call(
+            GRAD_SHIFT,
+            (jax.ShapeDtypeStruct((c, 3), jnp.float32),
+             jax.ShapeDtypeStruct((chunks, c, 3), jnp.float32)),
+        )(x, dy, shift, **_attrs(geo))
+        return dshift
+
+    @call.def_vmap
+    def rule(axis_size, in_batched, x, dy, shift):
+        # Each mapped element has its own shift gradient, so the mapped axis always goes to C.
+        x_b, dy_b, shift_b = in_batched
+        x = _merge_into_channels(_broadcast(x, x_b, axis_size))
+        dy = _merge_into_channels(_broadcast(dy, dy_b, axis_size))
+        shift = _broadcast(shift, shift_b, axis_size).reshape(-1, 3)
+        return call(x, dy, shift).reshape(axis_size, -1, 3), True
+
+    return call
+
+
+def forward(x: jnp.ndarray, shift: jnp.ndarray, geo: Geometry, quantize: bool) -> jnp.ndarray:
+    return _interpolate_fn(FORWARD, geo, quantize)(x, shift)
+
+
+def grad_input(dy: jnp.ndarray, shift: jnp.ndarray, geo: Geometry, quantize: bool) -> jnp.ndarray:
+    return _interpolate_fn(GRAD_INPUT, geo, quantize)(dy, shift)
+
+
+def grad_shift(x: jnp.ndarray, dy: jnp.ndarray, shift: jnp.ndarray, geo: Geometry) -> jnp.ndarray:
+    return _grad_shift_fn(geo)(x, dy, shift)
