@@ -1,0 +1,63 @@
+"""Random test cases for the RubiksShift op: odd sizes, C = 1 and C not a multiple of 8, strides,
+padding, zero / integer / negative / out-of-frame shifts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    shape: tuple[int, int, int, int, int]  # (N, T, H, W, C)
+    stride: tuple[int, int, int] = (1, 1, 1)
+    padding: tuple[int, int, int] = (0, 0, 0)
+    shifts: str = "uniform"  # see make_shift
+    seed: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.shape}-s{self.stride}-p{self.padding}-{self.shifts}-{self.seed}"
+
+
+CASES = [
+    Case((2, 5, 7, 9, 11)),
+    Case((1, 3, 4, 5, 1), shifts="large"),
+    Case((2, 8, 6, 6, 13), stride=(1, 2, 2), shifts="mixed"),
+    Case((1, 7, 9, 5, 3), stride=(2, 2, 2), padding=(1, 1, 1), shifts="large"),
+    Case((3, 4, 5, 6, 8), padding=(0, 2, 1), shifts="integer"),
+    Case((1, 6, 5, 7, 17), stride=(2, 1, 3), padding=(1, 0, 2), shifts="mixed", seed=3),
+    Case((2, 1, 1, 10, 5), shifts="zero"),
+    Case((1, 9, 3, 3, 24), stride=(3, 1, 1), padding=(2, 1, 0), shifts="uniform", seed=5),
+]
+
+
+def make_shift(kind: str, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """(C, 3) float32 shifts of the given kind."""
+    if kind == "uniform":
+        s = rng.uniform(-1.0, 1.0, (channels, 3))
+    elif kind == "large":  # far beyond the frame on some channels
+        s = rng.uniform(-12.0, 12.0, (channels, 3))
+    elif kind == "integer":
+        s = rng.integers(-3, 4, (channels, 3)).astype(np.float64)
+    elif kind == "zero":
+        s = np.zeros((channels, 3))
+    elif kind == "mixed":  # integers, halves, negatives and fractions side by side
+        s = rng.uniform(-3.0, 3.0, (channels, 3))
+        s[::3] = np.round(s[::3])
+        s[1::4] = np.round(s[1::4] * 2) / 2
+    else:
+        raise ValueError(kind)
+    return s.astype(np.float32)
+
+
+def make_inputs(case: Case, dtype=np.float32):
+    """x (N, T, H, W, C), shift (C, 3) float32, and an upstream gradient of the output's shape."""
+    rng = np.random.default_rng(case.seed)
+    x = rng.standard_normal(case.shape).astype(np.float32)
+    shift = make_shift(case.shifts, case.shape[-1], rng)
+    out = [case.shape[0]]
+    for a in range(3):
+        out.append((case.shape[a + 1] + 2 * case.padding[a] - 1) // case.stride[a] + 1)
+    dy = rng.standard_normal(out + [case.shape[-1]]).astype(np.float32)
+    return x.astype(dtype), shift, dy.astype(dtype)
