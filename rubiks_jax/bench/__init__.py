@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m rubiks_jax.bench SUITE` (suites: op)."""

@@ -1,0 +1,43 @@
+"""The CUDA build and the op's lowering for CUDA, checked on a machine without a GPU."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax import export
+
+from rubiks_jax.ops import ffi_kernels, rubiks_shift
+
+TARGETS = {ffi_kernels.FORWARD, ffi_kernels.GRAD_INPUT, ffi_kernels.GRAD_SHIFT}
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH: CUDA module not built")
+def test_cuda_module_built_and_exposes_handlers():
+    """setup.py builds the CUDA module whenever nvcc is found; it must link and load without a GPU."""
+    module = importlib.import_module("rubiks_jax._rubiks_shift_cuda")
+    registrations = module.registrations()
+    assert set(registrations) == TARGETS
+    assert ffi_kernels.cuda_built()
+
+
+@pytest.mark.parametrize("platform", ["cuda", "cpu"])
+def test_op_lowers_to_the_ffi_targets(platform):
+    x = jax.ShapeDtypeStruct((2, 4, 8, 8, 16), jnp.bfloat16)
+    s = jax.ShapeDtypeStruct((16, 3), jnp.float32)
+
+    def loss(a, b):
+        y = rubiks_shift(a, b, stride=(1, 2, 2), padding=(0, 1, 1), quantize=True, impl="ffi")
+        return jnp.sum(y.astype(jnp.float32))
+
+    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    exported = export.export(
+        fn, platforms=(platform,),
+        disabled_checks=[export.DisabledSafetyChecks.custom_call(t) for t in TARGETS])(x, s)
+    text = exported.mlir_module()
+    assert set(re.findall(r"custom_call @(\w+)", text)) == TARGETS
+    assert "stride_h = 2 : i64" in text and "quantize = true" in text
