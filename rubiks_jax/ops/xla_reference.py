@@ -20,14 +20,14 @@ def split_shift(shift: jnp.ndarray, quantize: bool) -> tuple[jnp.ndarray, jnp.nd
     finite = jnp.isfinite(shift)
     d = jnp.where(finite, shift, 0.0)
     if quantize:
-        d = _round_half_up(d)
+        d = round_half_up(d)
     d = jnp.clip(d, -MAX_ABS_SHIFT, MAX_ABS_SHIFT)
     q = jnp.floor(d)
     r = jnp.where(finite, d - q, jnp.nan)
     return q, r
 
 
-def _round_half_up(d: jnp.ndarray) -> jnp.ndarray:
+def round_half_up(d: jnp.ndarray) -> jnp.ndarray:
     """floor(d + 0.5) without the float32 rounding of d + 0.5 (0.49999997 must give 0, not 1)."""
     f = jnp.floor(d)
     return f + (d - f >= 0.5).astype(d.dtype)
