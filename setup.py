@@ -7,10 +7,11 @@ older jaxlib).
 Environment:
   RUBIKS_JAX_CUDA=0|1          force the CUDA extension off / on (default: on when nvcc is found)
   RUBIKS_JAX_CUDA_ARCHS="80;90" SM architectures to compile for; PTX of the last is embedded too
-  CUDA_HOME / CUDA_PATH        CUDA toolkit root (default: the parent of nvcc's bin/)
+  CUDA_HOME / CUDA_PATH        CUDA toolkit root (default: nvcc on PATH, asked for its directories)
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -35,6 +36,25 @@ def _find_nvcc() -> str | None:
         if root and os.path.exists(os.path.join(root, "bin", "nvcc")):
             return os.path.join(root, "bin", "nvcc")
     return shutil.which("nvcc")
+
+
+def _cuda_dirs(nvcc: str) -> tuple[list[str], list[str]]:
+    """Include and library directories of the toolkit behind `nvcc`, as nvcc itself reports them
+    (`--dryrun`), so wrapper scripts and the targets/<arch>/ layout need no guessing."""
+    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True,
+                         text=True).stderr
+    includes, libs = [], []
+    for line in out.splitlines():
+        for token in shlex.split(line.removeprefix("#$ ").split("=", 1)[-1]):
+            if line.startswith("#$ INCLUDES=") and token.startswith("-I"):
+                includes.append(token[2:])
+            elif line.startswith("#$ LIBRARIES=") and token.startswith("-L") and "stubs" not in token:
+                libs.append(token[2:])
+    root = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if root:
+        includes.append(os.path.join(root, "include"))
+        libs += [os.path.join(root, "lib64"), os.path.join(root, "lib")]
+    return ([d for d in includes if os.path.isdir(d)], [d for d in libs if os.path.isdir(d)])
 
 
 def _want_cuda() -> str | None:
@@ -96,13 +116,11 @@ def _extensions() -> list[Extension]:
     ]
     nvcc = _want_cuda()
     if nvcc is not None:
-        cuda_root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-        lib_dirs = [d for d in (os.path.join(cuda_root, "lib64"), os.path.join(cuda_root, "lib"))
-                    if os.path.isdir(d)]
+        include_dirs, lib_dirs = _cuda_dirs(nvcc)
         ext = Extension(
             "rubiks_jax._rubiks_shift_cuda",
             sources=["xla_ops/cuda_module.cc"],
-            include_dirs=[os.path.join(cuda_root, "include")],
+            include_dirs=include_dirs,
             library_dirs=lib_dirs,
             libraries=["cudart_static", "dl", "rt", "pthread"],
             extra_compile_args=CXX_FLAGS,
