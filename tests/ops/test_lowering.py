@@ -37,7 +37,7 @@ def test_op_lowers_to_the_ffi_targets(platform):
     fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
     exported = export.export(
         fn, platforms=(platform,),
-        disabled_checks=[export.DisabledSafetyChecks.custom_call(t) for t in TARGETS])(x, s)
+        disabled_checks=[export.DisabledSafetyCheck.custom_call(t) for t in TARGETS])(x, s)
     text = exported.mlir_module()
     assert set(re.findall(r"custom_call @(\w+)", text)) == TARGETS
     assert "stride_h = 2 : i64" in text and "quantize = true" in text
