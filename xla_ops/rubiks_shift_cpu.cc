@@ -77,9 +77,11 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
     return ready(std::move(err));
   if (src.element_type() != dst->element_type())
     return ready(ffi::Error::InvalidArgument(std::string(op) + ": input and output dtypes differ"));
-  const int64_t* dst_extent = kAdjoint ? g.in : g.out;
-  const int64_t rows = g.n * dst_extent[0] * dst_extent[1];
-  const int64_t row_len = dst_extent[2] * g.c;
+  // Copied by value: the tasks outlive this stack frame (the handler returns a Future).
+  const int64_t e0 = kAdjoint ? g.in[0] : g.out[0], e1 = kAdjoint ? g.in[1] : g.out[1],
+                e2 = kAdjoint ? g.in[2] : g.out[2];
+  const int64_t rows = g.n * e0 * e1;
+  const int64_t row_len = e2 * g.c;
   if (rows == 0 || row_len == 0) return ready(ffi::Error::Success());
   auto cs = channel_shifts(shift.typed_data(), g.c, quantize);
   ffi::Future result = ready(ffi::Error::Success());
@@ -90,11 +92,11 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
     auto body = [=](int64_t begin, int64_t end) {
       const ChannelShift* shifts = cs->data();
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t p1 = r % dst_extent[1];
-        const int64_t p0 = (r / dst_extent[1]) % dst_extent[0];
-        const int64_t n = r / (dst_extent[0] * dst_extent[1]);
+        const int64_t p1 = r % e1;
+        const int64_t p0 = (r / e1) % e0;
+        const int64_t n = r / (e0 * e1);
         T* row = out + r * row_len;
-        for (int64_t p2 = 0; p2 < dst_extent[2]; ++p2)
+        for (int64_t p2 = 0; p2 < e2; ++p2)
           for (int64_t c = 0; c < g.c; ++c)
             row[p2 * g.c + c] = Storage<D>::store(
                 interpolate_point<D, kAdjoint>(in, g, shifts[c], n, p0, p1, p2, c));
