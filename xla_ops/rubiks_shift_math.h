@@ -158,7 +158,9 @@ RS_HD ChannelShift channel_shift(const float* shift3, bool quantize) {
     d = fmin(fmax(d, -kMaxAbsShift), kMaxAbsShift);
     const double f = floor(d);
     cs.q[a] = static_cast<int64_t>(f);
-    cs.r[a] = static_cast<float>(d - f);  // exact: d and f share the exponent range of float32
+    // d - f is exact in double; rounding it to float can give 1.0f for a tiny negative d (weight
+    // moves wholly to corner q + 1 = 0): the interpolated value stays right.
+    cs.r[a] = static_cast<float>(d - f);
   }
   return cs;
 }
@@ -205,6 +207,11 @@ RS_HD float interpolate_point(const typename Storage<D>::T* src, const Geometry&
   for (int a = 0; a < 3; ++a)
     for (int k = 0; k < 2; ++k)
       idx[a][k] = kAdjoint ? adjoint_tap(g, cs, a, pos[a], k) : forward_tap(g, cs, a, pos[a], k);
+  // Corners outside the input or of weight 0 are skipped: an integer shift reads one corner per
+  // axis, and an infinite neighbour of weight 0 cannot turn the result into NaN.
+  for (int a = 0; a < 3; ++a)
+    for (int k = 0; k < 2; ++k)
+      if (corner_weight(cs.r[a], k) == 0.f) idx[a][k] = -1;
   float acc = 0.f;
   for (int i = 0; i < 2; ++i) {
     if (idx[0][i] < 0) continue;

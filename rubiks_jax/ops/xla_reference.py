@@ -51,10 +51,13 @@ def _interp_axis(x: jnp.ndarray, axis: int, q: jnp.ndarray, r: jnp.ndarray, out_
         idx_b = jnp.clip(idx, 0, in_len - 1).reshape(shape)
         gathered = jnp.take_along_axis(x, jnp.broadcast_to(idx_b, _with(x.shape, axis, out_len)),
                                        axis=axis)
-        # Select, not multiply by a 0/1 mask: a corner outside the input contributes exactly 0 even
-        # next to an infinite value, as in the kernels.
+        # Select, not multiply by a 0/1 mask: a corner outside the input, or of weight 0, adds
+        # exactly 0 even next to an infinite value, as in the kernels. (The weight stays a factor,
+        # so the derivative in r at an integer shift still sees x[f + 1].)
         w = weight.reshape([1] * (x.ndim - 1) + [-1])
-        out = out + jnp.where(valid.reshape(shape), w * gathered, 0.0)
+        finite_or_weighted = jnp.isfinite(gathered) | (w != 0)
+        out = out + jnp.where(valid.reshape(shape),
+                              w * jnp.where(finite_or_weighted, gathered, 0.0), 0.0)
     return out
 
 

@@ -235,3 +235,18 @@ def test_random_shapes_against_reference():
                         Case(shape, stride, padding), "ffi")
         _close(dx, reference.grad_input(dy, shape, shift, stride, padding), 1e-5)
         _close(ds, reference.grad_shift(x, dy, shift, stride, padding), 5e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_integer_shift_ignores_infinite_neighbours(impl):
+    """At an integer (or quantized) shift only the sampled corner matters: an infinite value next
+    to it, with interpolation weight 0, must not turn the output into NaN."""
+    x = np.zeros((1, 3, 3, 5, 1), np.float32)
+    x[0, :, :, 3, 0] = np.inf
+    shift = np.array([[0.0, 0.0, 1.0]], np.float32)
+    y = np.asarray(rubiks_shift(jnp.asarray(x), jnp.asarray(shift), impl=impl))
+    np.testing.assert_array_equal(y[0, :, :, [0, 1, 3], 0], 0.0)
+    assert np.isinf(y[0, :, :, 2, 0]).all()
+    yq = np.asarray(rubiks_shift(jnp.asarray(x), jnp.asarray(shift + 0.3), quantize=True,
+                                 impl=impl))
+    np.testing.assert_array_equal(yq, y)
