@@ -1,4 +1,6 @@
-// pybind11 module exposing the CUDA handlers as capsules for jax.ffi.register_ffi_target.
+// pybind11 module exposing the CUDA handlers (rubiks_shift_cuda.cu) as capsules for
+// jax.ffi.register_ffi_target(..., platform="CUDA"). Importing it needs no GPU: the CUDA runtime is
+// linked statically and is first touched when a handler runs.
 #include <pybind11/pybind11.h>
 
 #include "xla/ffi/api/c_api.h"
@@ -20,6 +22,7 @@ py::capsule capsule(Fn* fn) {
 
 PYBIND11_MODULE(_rubiks_shift_cuda, m) {
   m.doc() = "RubiksShift XLA FFI handlers for the CUDA platform.";
+  // Target names are those of rubiks_shift_ffi.h (kForwardTarget, ...), shared with the cpu module.
   m.def("registrations", []() {
     py::dict d;
     d["rubiks_shift_forward"] = capsule(RubiksShiftForwardCuda);
