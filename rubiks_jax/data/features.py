@@ -22,14 +22,26 @@ def video_features(label_names: Sequence[str], encoding_format: str = "jpeg",
     })
 
 
+_MIRRORED_WORDS = (("left", "right"), ("counterclockwise", "clockwise"))
+
+
+def mirrored_name(name: str) -> str:
+    """The class name under a horizontal flip: left <-> right, clockwise <-> counterclockwise."""
+    out = name
+    for k, (a, b) in enumerate(_MIRRORED_WORDS):  # placeholders first: "counterclockwise" holds
+        out = out.replace(a, f"\x00{k}a").replace(b, f"\x00{k}b")  # "clockwise"
+    for k, (a, b) in enumerate(_MIRRORED_WORDS):
+        out = out.replace(f"\x00{k}a", b).replace(f"\x00{k}b", a)
+    return out
+
+
 def flip_label_pairs(label_names: Sequence[str]) -> list[tuple[int, int]]:
-    """Pairs of classes that a horizontal flip exchanges: names equal after swapping the words
-    left and right (e.g. "Pushing something from left to right" / "... from right to left")."""
+    """Pairs of classes that a horizontal flip exchanges: names equal after mirroring (e.g.
+    "Pushing something from left to right" / "... from right to left")."""
     index = {name: i for i, name in enumerate(label_names)}
     pairs = []
     for name, i in index.items():
-        swapped = (name.replace("left", "\0").replace("right", "left").replace("\0", "right"))
-        j = index.get(swapped)
+        j = index.get(mirrored_name(name))
         if j is not None and i < j:
             pairs.append((i, j))
     return pairs

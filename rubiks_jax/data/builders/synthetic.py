@@ -18,12 +18,12 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from rubiks_jax.data.features import video_features
+from rubiks_jax.data.features import flip_label_pairs, video_features
 
 CLASSES = ("move_left", "move_right", "move_up", "move_down", "approach", "recede",
            "rotate_clockwise", "rotate_counterclockwise", "still")
-# Classes a horizontal flip exchanges (the pipeline swaps them when it flips).
-FLIP_PAIRS = ((0, 1), (6, 7))
+# Classes a horizontal flip exchanges (the pipeline swaps them when it flips): ((0, 1), (6, 7)).
+FLIP_PAIRS = tuple(flip_label_pairs(CLASSES))
 _SPLIT_SEEDS = {"train": 0, "validation": 1}
 
 

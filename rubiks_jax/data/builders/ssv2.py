@@ -1,0 +1,95 @@
+"""Something-Something-V2 from manually downloaded files (TFDS name `rubiks_ssv2`)."""
+
+from __future__ import annotations
+
+import json
+
+import tensorflow_datasets as tfds
+
+from rubiks_jax.data.builders import common
+
+_INSTRUCTIONS = """
+Something-Something-V2 (https://developer.qualcomm.com/software/ai-datasets/something-something)
+cannot be downloaded automatically. Put into the manual folder
+(tfds.download.DownloadConfig(manual_dir=...), default <data_dir>/downloads/manual):
+
+  something-something-v2-labels.json      {"Holding something": "0", ...}: class -> index
+  something-something-v2-train.json       [{"id": "78687", "template": "Holding [something] ...",
+  something-something-v2-validation.json    "label": ..., "placeholders": [...]}, ...]
+  (the short names labels.json, train.json, validation.json are accepted as well)
+
+and the videos, for each clip id either
+  frames/<id>/*.jpg                          extracted JPEG frames (sorted by file name), or
+  20bn-something-something-v2/<id>.webm      the original video file (needs ffmpeg on PATH).
+Frame folders are preferred when both exist. Clips listed in a split file but found in neither
+place are skipped with one warning per split giving their count.
+
+The class of a clip is its "template" with the brackets removed ("Holding [something] next to
+[something]" -> "Holding something next to something"); classes are numbered as in the labels file.
+"""
+
+_ANNOTATIONS = {
+    "labels": ("something-something-v2-labels.json", "labels.json"),
+    "train": ("something-something-v2-train.json", "train.json"),
+    "validation": ("something-something-v2-validation.json", "validation.json"),
+}
+
+
+def template_to_class(template: str) -> str:
+    return template.replace("[", "").replace("]", "")
+
+
+def _read_json(path):
+    with path.open("r") as f:
+        return json.load(f)
+
+
+class RubiksSsv2(tfds.core.GeneratorBasedBuilder):
+    """Something-Something-V2: 174 classes, clips stored as encoded JPEG frames."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description="Something-Something-V2 video clips stored as JPEG frames.",
+            features=common.deferred_video_features(),
+            supervised_keys=("video", "label"),
+            homepage="https://developer.qualcomm.com/software/ai-datasets/something-something",
+        )
+
+    def _split_generators(self, dl_manager):
+        root = common.resolve_manual_dir(dl_manager, _INSTRUCTIONS)
+        paths = {key: common.first_existing(root, names, f"Something-Something-V2 {key} file", _INSTRUCTIONS)
+                 for key, names in _ANNOTATIONS.items()}
+        index = _read_json(paths["labels"])
+        names = sorted(index, key=lambda name: int(index[name]))
+        if sorted(int(v) for v in index.values()) != list(range(len(names))):
+            raise common.ManualDataError(
+                f"{paths['labels']}: class indices are not 0..{len(names) - 1} without gaps.")
+        common.set_label_names(self.info, names)
+        return {split: self._generate_examples(root, paths[split], split) for split in ("train", "validation")}
+
+    def _generate_examples(self, root, split_file, split):
+        entries = _read_json(split_file)
+        known = set(self.info.features["label"].names)
+        found, missing = [], []
+        for entry in entries:
+            video_id = str(entry["id"])
+            label = template_to_class(entry["template"])
+            if label not in known:
+                raise common.ManualDataError(
+                    f"{split_file}: clip {video_id} has template {entry['template']!r}, whose class "
+                    f"{label!r} is not in the labels file.")
+            frames, video = root / "frames" / video_id, root / "20bn-something-something-v2" / f"{video_id}.webm"
+            source = frames if frames.is_dir() else video if video.exists() else None
+            if source is None:
+                missing.append(video_id)
+            else:
+                found.append((video_id, label, source))
+        common.warn_missing(split, missing, len(entries))
+        common.check_not_empty(split, len(found), f"{root / 'frames'} and {root / '20bn-something-something-v2'}",
+                               _INSTRUCTIONS)
+        for video_id, label, source in found:
+            yield video_id, {"video": common.load_clip(source), "label": label, "video_id": video_id}

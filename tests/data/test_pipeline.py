@@ -1,0 +1,90 @@
+"""Input pipelines on the built-in synthetic data set (its "small" config)."""
+
+import numpy as np
+import pytest
+
+from rubiks_jax.data import pipeline
+from rubiks_jax.data.builders import synthetic
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory):
+    cfg = pipeline.DataConfig(name="rubiks_synthetic/small",
+                              data_dir=str(tmp_path_factory.mktemp("tfds")))
+    return pipeline.get_builder(cfg)
+
+
+def _cfg(builder, **kw):
+    base = dict(name="rubiks_synthetic/small", data_dir=builder.data_dir_root, num_frames=4,
+                resize_short=32, crop_size=32, flip="swap_pairs", flip_pairs=synthetic.FLIP_PAIRS,
+                shuffle_buffer=64)
+    base.update(kw)
+    return pipeline.DataConfig(**base)
+
+
+def test_synthetic_is_generated_deterministically(builder):
+    assert builder.info.splits["train"].num_examples == 36
+    assert builder.info.splits["validation"].num_examples == 18
+    assert builder.info.features["label"].names == list(synthetic.CLASSES)
+    cfg = synthetic.RubiksSynthetic.BUILDER_CONFIGS[1]
+    a = [ex for _, ex in synthetic.generate(0, cfg, 3)]
+    b = [ex for _, ex in synthetic.generate(0, cfg, 3)]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["video"], y["video"])
+        assert x["label"] == y["label"]
+    assert sorted(np.bincount([ex["label"] for _, ex in synthetic.generate(0, cfg, 18)])) == [2] * 9
+
+
+def test_still_clips_do_not_move_and_others_do():
+    rng = np.random.default_rng(0)
+    still = synthetic.render_clip(rng, synthetic.CLASSES.index("still"), 8, 32)
+    assert np.array_equal(still[0], still[-1])
+    for label in range(8):
+        clip = synthetic.render_clip(np.random.default_rng(label), label, 8, 32)
+        assert not np.array_equal(clip[0], clip[-1]), synthetic.CLASSES[label]
+
+
+def test_train_batches_and_exact_resume(builder):
+    cfg = _cfg(builder)
+    ds = pipeline.train_dataset(builder, cfg, 6, seed=3)
+    it = iter(pipeline.tfds.as_numpy(ds))
+    first = [next(it) for _ in range(4)]
+    assert first[0]["video"].shape == (6, 4, 32, 32, 3) and first[0]["video"].dtype == np.float32
+    assert first[0]["label"].dtype == np.int32
+    assert abs(float(first[0]["video"].mean())) < 3
+    resumed = next(iter(pipeline.tfds.as_numpy(pipeline.train_dataset(builder, cfg, 6, seed=3,
+                                                                      start_step=3))))
+    np.testing.assert_array_equal(resumed["video"], first[3]["video"])
+    np.testing.assert_array_equal(resumed["label"], first[3]["label"])
+    other = next(iter(pipeline.tfds.as_numpy(pipeline.train_dataset(builder, cfg, 6, seed=4))))
+    assert not np.array_equal(other["video"], first[0]["video"])
+
+
+@pytest.mark.parametrize("views, n_views", [("1clip", 1), ("2clip", 6)])
+def test_eval_counts_every_example_once(builder, views, n_views):
+    cfg = _cfg(builder)
+    n = pipeline.eval_num_batches(builder, cfg, 8)
+    batches = list(pipeline.padded_batches(pipeline.eval_dataset(builder, cfg, 8, views), 8, n))
+    assert n == 3 and len(batches) == 3
+    assert batches[0]["video"].shape == (8, n_views, 4, 32, 32, 3)
+    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    assert len(labels) == 18
+    truth = [int(ex["label"]) for ex in pipeline.tfds.as_numpy(
+        builder.as_dataset(split="validation", shuffle_files=False))]
+    np.testing.assert_array_equal(labels, truth)
+
+
+def test_process_shards_partition_the_split(builder):
+    cfg = _cfg(builder, eval_split="validation")
+    seen = []
+    for p in range(4):
+        ds = pipeline.eval_dataset(builder, cfg, 4, "1clip", process_index=p, process_count=4)
+        n = pipeline.eval_num_batches(builder, cfg, 4, process_count=4)
+        assert n == 2  # shards of 5, 5, 4, 4 examples: two batches of 4 each, padded
+        seen += [b["label"][b["mask"]] for b in pipeline.padded_batches(ds, 4, n)]
+    assert sum(len(s) for s in seen) == 18
+
+
+def test_unprepared_foreign_data_set_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"'ucf101/ucf101_1' is not prepared in .*tfds build"):
+        pipeline.get_builder(pipeline.DataConfig(name="ucf101/ucf101_1", data_dir=str(tmp_path)))
