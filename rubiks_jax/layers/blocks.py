@@ -60,6 +60,8 @@ class RubiksShiftBlock(nn.Module):
       se: squeeze-excite after the shift (the Small tier).
       hard_attention: AQ only: argmax attention (an integer temporal shift).
       deployed: inference form (see rubiks_jax.models.deploy): integer shifts on the zero-FLOP path.
+      learn_temporal_shift: False holds dt at 0 (spatial shift only): the ablation whose accuracy
+        on motion-defined classes should stay near chance.
     """
 
     features: int
@@ -69,6 +71,7 @@ class RubiksShiftBlock(nn.Module):
     shift_init: str = "uniform"
     hard_attention: bool = False
     deployed: bool = False
+    learn_temporal_shift: bool = True
     bn_axis_name: str | None = None
     dtype: Any = jnp.float32
     impl: str | None = None
@@ -89,7 +92,8 @@ class RubiksShiftBlock(nn.Module):
                                name="attention_shift")(a)
         y = conv1x1(self.features, 1, self.dtype, "conv1")(a)
         y = nn.relu(norm("bn2")(y))
-        y = RubiksShift(axes="hw" if aq else "thw", stride=(1, self.stride, self.stride),
+        spatial_only = aq or not self.learn_temporal_shift
+        y = RubiksShift(axes="hw" if spatial_only else "thw", stride=(1, self.stride, self.stride),
                         quantize=self.variant == "rubiks3d_q",
                         integer=self.deployed and self.variant == "rubiks3d_q",
                         shift_init=self.shift_init, impl=self.impl, name="shift")(y)

@@ -51,6 +51,7 @@ class RubiksNet(nn.Module):
       shift_init: "uniform" or "tsm" (rubiks3d / rubiks3d_q only).
       hard_attention: AQ: argmax attention, i.e. integer temporal shifts.
       deployed: inference form (rubiks_jax.models.deploy.to_inference).
+      learn_temporal_shift: False holds every dt at 0 (a purely spatial network, for ablations).
       impl: implementation of the shift op (None = kernels when built).
     """
 
@@ -64,6 +65,7 @@ class RubiksNet(nn.Module):
     shift_init: str = "uniform"
     hard_attention: bool = False
     deployed: bool = False
+    learn_temporal_shift: bool = True
     impl: str | None = None
 
     @nn.compact
@@ -77,7 +79,8 @@ class RubiksNet(nn.Module):
         block = lambda features, stride, name: RubiksShiftBlock(  # noqa: E731
             features, stride, variant=self.variant, se=se, shift_init=self.shift_init,
             hard_attention=self.hard_attention, deployed=self.deployed,
-            bn_axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl, name=name)
+            learn_temporal_shift=self.learn_temporal_shift, bn_axis_name=self.bn_axis_name,
+            dtype=self.dtype, impl=self.impl, name=name)
 
         x = x.astype(self.dtype)
         x = nn.Conv(width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,

@@ -32,20 +32,22 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     num_train: int = 2000
     num_validation: int = 500
     num_frames: int = 16
-    size: int = 64
+    size: int = 48
     seed: int = 0
 
 
-def _texture(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """(size, size, 3) float texture: smooth random colour field from a cells x cells grid."""
+def _texture(rng: np.random.Generator, size: int, cells: int,
+             contrast: tuple[float, float]) -> np.ndarray:
+    """(size, size, 3) float texture: smooth random colour field from a cells x cells grid, its
+    deviation from mid-grey scaled by a contrast drawn from `contrast`."""
     grid = rng.random((cells + 1, cells + 1, 3))
     coords = np.linspace(0, cells, size, endpoint=False)
     i0 = coords.astype(int)
     f = (coords - i0)[:, None]
     rows = grid[i0] * (1 - f[:, :, None]) + grid[i0 + 1] * f[:, :, None]   # (size, cells+1, 3)
     cols = rows[:, i0] * (1 - f.T[:, :, None]) + rows[:, i0 + 1] * f.T[:, :, None]
-    contrast = rng.uniform(0.5, 1.0)
-    return np.clip(0.5 + (cols - 0.5) * contrast * 2, 0, 1)
+    base = rng.uniform(0.3, 0.7, 3)
+    return np.clip(base + (cols - 0.5) * rng.uniform(*contrast) * 2, 0, 1)
 
 
 def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -58,21 +60,23 @@ def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def render_clip(rng: np.random.Generator, label: int, num_frames: int, size: int) -> np.ndarray:
     """(num_frames, size, size, 3) uint8 clip of class `label`."""
-    background = _texture(rng, size, int(rng.integers(3, 7)))
-    texture = _texture(rng, 32, int(rng.integers(2, 5)))
+    # A quiet background and a contrasted object: the motion, not the camouflage, is the task.
+    background = _texture(rng, size, int(rng.integers(2, 5)), (0.1, 0.3))
+    texture = _texture(rng, 32, int(rng.integers(2, 5)), (0.8, 1.0))
     shape = int(rng.integers(0, 3))
     mid = (num_frames - 1) / 2
-    t = np.arange(num_frames) - mid                    # time relative to the clip's middle
-    radius_mid = rng.uniform(0.12, 0.2) * size
-    speed = rng.uniform(0.6, 1.2) * size / 64          # pixels per frame
-    growth = rng.uniform(0.025, 0.045)                 # relative size change per frame
-    spin = np.deg2rad(rng.uniform(5.0, 10.0))          # radians per frame
+    t = (np.arange(num_frames) - mid) / (num_frames - 1)  # clip time in [-1/2, 1/2]
+    # Motions are large over the clip (a model sees 8 of its frames at low resolution).
+    radius_mid = rng.uniform(0.1, 0.15) * size
+    speed = rng.uniform(0.45, 0.6) * size              # pixels per clip
+    growth = rng.uniform(0.8, 1.1)                     # log size change per clip
+    spin = np.deg2rad(rng.uniform(150.0, 220.0))       # radians per clip
     theta0 = rng.uniform(0, 2 * np.pi)
     velocity = {0: (-speed, 0), 1: (speed, 0), 2: (0, -speed), 3: (0, speed)}.get(label, (0, 0))
     radius = radius_mid * np.exp({4: growth, 5: -growth}.get(label, 0.0) * t)
     theta = theta0 + {6: spin, 7: -spin}.get(label, 0.0) * t
-    # The middle position is drawn so the whole path stays inside the frame.
-    margin = radius.max() * 1.5 + np.abs(np.array(velocity)) * mid
+    # The middle position is drawn so the object's centre stays inside the frame all along.
+    margin = radius.max() * 0.8 + np.abs(np.array(velocity)) * np.abs(t).max()
     centre_mid = rng.uniform(margin, size - margin)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     clip = np.empty((num_frames, size, size, 3), np.uint8)
@@ -106,10 +110,13 @@ def generate(split_seed: int, config: SyntheticConfig, count: int):
 class RubiksSynthetic(tfds.core.GeneratorBasedBuilder):
     """Motion-only synthetic action recognition (9 classes), generated locally."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.2.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Quieter backgrounds, larger motions, speeds per clip duration.",
+                     "1.2.0": "48x48 frames, motions defined over the whole clip."}
     BUILDER_CONFIGS = [
-        SyntheticConfig(name="default", description="2000 + 500 clips, 16 frames of 64x64"),
+        SyntheticConfig(name="default", description="2000 + 500 clips, 16 frames of 48x48",
+                        size=48),
         SyntheticConfig(name="small", description="tiny set for tests: 36 + 18 clips, 8 x 32x32",
                         num_train=36, num_validation=18, num_frames=8, size=32),
     ]

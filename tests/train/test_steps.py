@@ -1,0 +1,61 @@
+"""The pmapped train step on 4 host devices equals the single-device step on the same global batch."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import functools
+    import flax, flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+    from rubiks_jax import optim
+    from rubiks_jax.layers import RubiksShiftBlock
+    from train import steps
+
+    class Small(nn.Module):  # stem, one RubiksShift block, classifier: quick to compile
+        bn_axis_name: str = None
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.Conv(8, (3, 3), (2, 2), use_bias=False)(x)
+            x = RubiksShiftBlock(8, 1, bn_axis_name=self.bn_axis_name)(x, train)
+            return jnp.mean(nn.Dense(5)(jnp.mean(x, axis=(2, 3))), axis=1)
+
+    rng = np.random.default_rng(0)
+    batch = {"video": jnp.asarray(rng.standard_normal((8, 4, 8, 8, 3)), jnp.float32),
+             "label": jnp.asarray(rng.integers(0, 5, 8), jnp.int32)}
+    results = {}
+    for n_dev in (1, 4):
+        model = Small(bn_axis_name=steps.AXIS)
+        variables = model.init(jax.random.PRNGKey(0), batch["video"][:1])
+        tx, _ = optim.make_optimizer(base_lr=0.1, steps_per_epoch=10, warmup_epochs=0,
+                                     decay_epochs=(5,), params=variables["params"])
+        state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                                 batch_stats=variables["batch_stats"], shift_state={},
+                                 opt_state=tx.init(variables["params"]))
+        step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, aq_budget=0.125,
+                                          aq_weight=0.0), axis_name=steps.AXIS,
+                        devices=jax.devices()[:n_dev])
+        repl = flax.jax_utils.replicate(state, jax.devices()[:n_dev])
+        sharded = jax.tree_util.tree_map(lambda x: x.reshape((n_dev, -1) + x.shape[1:]), batch)
+        for _ in range(3):
+            repl, metrics = step(repl, sharded, flax.jax_utils.replicate(jax.random.PRNGKey(1),
+                                 jax.devices()[:n_dev]), jnp.ones((n_dev,)))
+        first = lambda t: jax.tree_util.tree_map(lambda x: np.asarray(x)[0], t)
+        results[n_dev] = (first(repl),
+                          {k: float(v[0]) for k, v in metrics.items()})
+    (s1, m1), (s4, m4) = results[1], results[4]
+    for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s4)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    for k in m1:
+        np.testing.assert_allclose(m1[k], m4[k], rtol=1e-4, atol=1e-5)
+    print("pmap step ok")
+""")
+
+
+def test_pmapped_step_on_four_devices_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__)))))
+    assert out.returncode == 0 and "pmap step ok" in out.stdout, out.stderr[-4000:]

@@ -1,0 +1,64 @@
+"""Run feedback: metrics.jsonl and TensorBoard event files in the workdir, and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tqdm import tqdm
+
+
+class MetricsLog:
+    """Appends {"step", "split", **metrics} lines to WORKDIR/metrics.jsonl and writes the same
+    scalars as TensorBoard events (WORKDIR/tensorboard/<split>)."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+        self._writers = {}
+        self._dir = os.path.join(workdir, "tensorboard")
+
+    def write(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        import tensorflow as tf  # event files without the tensorboard package
+
+        writer = self._writers.get(split)
+        if writer is None:
+            writer = self._writers[split] = tf.summary.create_file_writer(
+                os.path.join(self._dir, split))
+        with writer.as_default():
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    tf.summary.scalar(k, v, step=step)
+        writer.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            for w in self._writers.values():
+                w.close()
+
+
+class Progress:
+    """tqdm bar over training steps showing loss, accuracy, learning rates and clips/s."""
+
+    def __init__(self, total: int, start: int, enabled: bool = True):
+        self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                         disable=not enabled)
+        self._enabled = enabled
+
+    def update(self, step: int, summary: dict) -> None:
+        self._bar.n = step
+        keys = ("loss", "accuracy", "lr_decay", "lr_shift", "clips_per_s")
+        self._bar.set_postfix({k: f"{summary[k]:.4g}" for k in keys if k in summary})
+
+    def message(self, text: str) -> None:
+        if self._enabled:
+            self._bar.write(text)
+
+    def close(self) -> None:
+        self._bar.close()

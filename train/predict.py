@@ -1,0 +1,28 @@
+"""python -m train.predict --workdir DIR VIDEO_OR_FRAME_DIR [--top 5]
+
+Classifies one video (a file ffmpeg can read, or a folder of frame images in name order) with a
+trained run: TSN centre sampling, 1-clip centre crop, prints the top classes with their scores.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from train import inference
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training workdir.")
+flags.DEFINE_string("step", "best", "Checkpoint: 'best', 'latest' or a step.")
+flags.DEFINE_integer("top", 5, "How many classes to print.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise app.UsageError("usage: python -m train.predict --workdir DIR VIDEO_OR_FRAME_DIR")
+    for name, score in inference.predict(FLAGS.workdir, argv[1], FLAGS.step, FLAGS.top):
+        print(f"{score:8.4f}  {name}")
+
+
+if __name__ == "__main__":
+    app.run(main)
