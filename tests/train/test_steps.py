@@ -59,3 +59,53 @@ def test_pmapped_step_on_four_devices_equals_one_device():
                          timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
                              os.path.abspath(__file__)))))
     assert out.returncode == 0 and "pmap step ok" in out.stdout, out.stderr[-4000:]
+
+
+def test_aq_step_sets_temperature_and_budget_loss_lowers_the_budget():
+    import functools
+
+    import flax
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rubiks_jax import optim
+    from rubiks_jax.layers import RubiksShiftBlock
+    from rubiks_jax.models import mean_budget
+    from train import steps
+
+    class SmallAQ(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.Conv(8, (3, 3), (2, 2), use_bias=False)(x)
+            x = RubiksShiftBlock(8, 1, variant="rubiks3d_aq", bn_axis_name=steps.AXIS)(x, train)
+            return jnp.mean(nn.Dense(5)(jnp.mean(x, axis=(2, 3))), axis=1)
+
+    rng = np.random.default_rng(0)
+    batch = {"video": jnp.asarray(rng.standard_normal((1, 4, 4, 8, 8, 3)), jnp.float32),
+             "label": jnp.asarray(rng.integers(0, 5, (1, 4)), jnp.int32)}
+    model = SmallAQ()
+    v = model.init(jax.random.PRNGKey(0), batch["video"][0, :1])
+    tx, _ = optim.make_optimizer(base_lr=1.0, steps_per_epoch=10, warmup_epochs=0,
+                                 decay_epochs=(5,), shift_lr_ratio=1.0, params=v["params"])
+    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                             batch_stats=v["batch_stats"], shift_state=v["shift_state"],
+                             opt_state=tx.init(v["params"]))
+    step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, aq_budget=0.0,
+                                      aq_weight=100.0), axis_name=steps.AXIS,
+                    devices=jax.devices()[:1])
+    repl = flax.jax_utils.replicate(state, jax.devices()[:1])
+    at_init = float(mean_budget(v))  # temperature 2.0
+    new, metrics = step(repl, batch, flax.jax_utils.replicate(jax.random.PRNGKey(1),
+                                                               jax.devices()[:1]),
+                        jnp.full((1,), 0.5))
+    new = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], new)
+    temps = jax.tree_util.tree_leaves(new.shift_state)
+    assert temps and all(float(t) == 0.5 for t in temps)
+    after = float(mean_budget(new.variables()))
+    at_half = float(mean_budget({"params": v["params"],
+                                 "shift_state": jax.tree_util.tree_map(
+                                     lambda t: jnp.full_like(t, 0.5), v["shift_state"])}))
+    assert abs(float(metrics["budget"][0]) - at_half) < 1e-5  # reported at the step's temperature
+    assert after < at_half and abs(at_init - at_half) > 1e-4
