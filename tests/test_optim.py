@@ -400,3 +400,20 @@ def test_end_to_end_step_jit_and_pmap(small_net):
 def _update(tx, params, opt_state, grads):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
+
+def test_adam_kind_keeps_groups_and_schedules():
+    from rubiks_jax import optim
+
+    params = {"conv": {"kernel": jnp.ones((1, 1, 2, 2))}, "bn": {"scale": jnp.ones((2,))},
+              "shift": {"shift": jnp.ones((2, 3))}}
+    tx, schedules = optim.make_optimizer(base_lr=0.1, steps_per_epoch=10, warmup_epochs=0,
+                                         decay_epochs=(5,), kind="adam", params=params)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Adam's first step moves every coordinate by about its learning rate.
+    np.testing.assert_allclose(updates["bn"]["scale"], -0.1, rtol=1e-3)
+    np.testing.assert_allclose(np.abs(updates["shift"]["shift"]), 0.1 * 0.01, rtol=1e-3)
+    with pytest.raises(ValueError, match="kind must be 'sgd' or 'adam'"):
+        optim.make_optimizer(base_lr=0.1, steps_per_epoch=10, warmup_epochs=0, decay_epochs=(5,),
+                             kind="rmsprop")

@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.impl = ""                          # shift op implementation: "" (default) | ffi | xla
 
     c.optim = ml_collections.ConfigDict()
+    c.optim.kind = "sgd"                       # sgd (the published recipe) | adam
     c.optim.batch_size = 64                    # global, over all devices and processes
     c.optim.base_lr = 0.025                    # for reference_batch; scaled linearly
     c.optim.reference_batch = 64

@@ -15,7 +15,11 @@ def get_config():
     c.model.tier = "tiny"
     c.model.dropout_rate = 0.2
     c.optim.batch_size = 32
-    c.optim.base_lr = 0.02
+    # Adam: from scratch on 2000 clips within ten CPU minutes SGD at the recipe's rates learns
+    # several times slower (measured: 20% vs 50% train accuracy after 150 steps).
+    c.optim.kind = "adam"
+    c.optim.base_lr = 0.002
+    c.optim.weight_decay = 1e-5
     c.optim.reference_batch = 32
     c.optim.num_epochs = 12
     c.optim.warmup_epochs = 1

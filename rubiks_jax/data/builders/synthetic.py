@@ -61,13 +61,13 @@ def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def render_clip(rng: np.random.Generator, label: int, num_frames: int, size: int) -> np.ndarray:
     """(num_frames, size, size, 3) uint8 clip of class `label`."""
     # A quiet background and a contrasted object: the motion, not the camouflage, is the task.
-    background = _texture(rng, size, int(rng.integers(2, 5)), (0.1, 0.3))
+    background = _texture(rng, size, int(rng.integers(2, 5)), (0.05, 0.15))
     texture = _texture(rng, 32, int(rng.integers(2, 5)), (0.8, 1.0))
     shape = int(rng.integers(0, 3))
     mid = (num_frames - 1) / 2
     t = (np.arange(num_frames) - mid) / (num_frames - 1)  # clip time in [-1/2, 1/2]
     # Motions are large over the clip (a model sees 8 of its frames at low resolution).
-    radius_mid = rng.uniform(0.1, 0.15) * size
+    radius_mid = rng.uniform(0.13, 0.18) * size
     speed = rng.uniform(0.45, 0.6) * size              # pixels per clip
     growth = rng.uniform(0.8, 1.1)                     # log size change per clip
     spin = np.deg2rad(rng.uniform(150.0, 220.0))       # radians per clip
@@ -110,10 +110,11 @@ def generate(split_seed: int, config: SyntheticConfig, count: int):
 class RubiksSynthetic(tfds.core.GeneratorBasedBuilder):
     """Motion-only synthetic action recognition (9 classes), generated locally."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {"1.0.0": "Initial release.",
                      "1.1.0": "Quieter backgrounds, larger motions, speeds per clip duration.",
-                     "1.2.0": "48x48 frames, motions defined over the whole clip."}
+                     "1.2.0": "48x48 frames, motions defined over the whole clip.",
+                     "1.3.0": "Near-uniform backgrounds, larger objects."}
     BUILDER_CONFIGS = [
         SyntheticConfig(name="default", description="2000 + 500 clips, 16 frames of 48x48",
                         size=48),
