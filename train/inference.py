@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
-import subprocess
 
 import flax
 import jax
@@ -65,7 +63,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def encoded_frames(path: str) -> list[bytes]:
-    """Encoded frames of a frame folder (sorted image files) or of a video file (via ffmpeg)."""
+    """Encoded frames of a frame folder (image files in name order) or of a video file (ffmpeg)."""
+    from rubiks_jax.data.builders.common import read_video
+
     if os.path.isdir(path):
         files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
@@ -77,21 +77,7 @@ def encoded_frames(path: str) -> list[bytes]:
         return frames
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such video file or frame folder")
-    if shutil.which("ffmpeg") is None:
-        raise RuntimeError(f"reading {path} needs ffmpeg on PATH (or pass a folder of frames)")
-    out = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", path, "-f", "image2pipe",
-                          "-vcodec", "png", "-"], capture_output=True, check=True).stdout
-    frames, start = [], 0
-    signature = b"\x89PNG\r\n\x1a\n"
-    while True:  # split the PNG stream at each signature
-        nxt = out.find(signature, start + 1)
-        frames.append(out[start:nxt if nxt != -1 else len(out)])
-        if nxt == -1:
-            break
-        start = nxt
-    if not frames or not frames[0]:
-        raise RuntimeError(f"ffmpeg decoded no frames from {path}")
-    return frames
+    return read_video(path)
 
 
 def predict(workdir: str, path: str, which: str = "best", top: int = 5) -> list[tuple[str, float]]:

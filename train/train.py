@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import time
-from typing import Any
 
 import flax
 import jax

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from rubiks_jax.layers.shift import TEMPERATURE_COLLECTION, hard_temporal_shift
