@@ -143,3 +143,14 @@ def test_cli_run_killed_mid_training_resumes_from_its_last_checkpoint(data_dir, 
     assert "final evaluation:" in out
     lines = _lines(workdir)
     assert lines[-1]["split"] == "eval" and lines[-1]["step"] == 24
+
+
+def test_training_runs_unchanged_on_four_host_devices(data_dir, tmp_path):
+    """The same CLI on 4 fake host devices: the global batch of 8 splits 2 per device."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    flags = _flags(data_dir, str(tmp_path / "four"), epochs=1)
+    out = _cli(["train.main", *flags], env=env).communicate(timeout=600)[0]
+    assert "final evaluation:" in out, out[-3000:]
+    report = json.loads(out.split("final evaluation:")[1].strip().splitlines()[0])
+    assert report["num_examples"] == 18
