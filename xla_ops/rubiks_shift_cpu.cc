@@ -131,19 +131,11 @@ ffi::Future GradShift(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                       ffi::Result<ffi::Buffer<ffi::F32>> partials, int64_t st, int64_t sh,
                       int64_t sw, int64_t pt, int64_t ph, int64_t pw) {
   Geometry g;
-  if (auto err = make_geometry(kGradShiftTarget, x.dimensions(), dy.dimensions(),
-                               shift.dimensions(), st, sh, sw, pt, ph, pw, &g);
+  if (auto err = grad_shift_geometry(x, dy, shift.dimensions(), dshift->dimensions(),
+                                     partials->dimensions(), st, sh, sw, pt, ph, pw, &g);
       !err.success())
     return ready(std::move(err));
-  if (x.element_type() != dy.element_type())
-    return ready(ffi::Error::InvalidArgument("rubiks_shift_grad_shift: x and dy dtypes differ"));
-  const auto pd = partials->dimensions();
-  if (pd.size() != 3 || pd[0] < 1 || pd[1] != g.c || pd[2] != 3 ||
-      dshift->dimensions().size() != 2 || dshift->dimensions()[0] != g.c)
-    return ready(ffi::Error::InvalidArgument(
-        "rubiks_shift_grad_shift: expected results (C, 3) and (P, C, 3), got " +
-        dims_string(dshift->dimensions()) + " and " + dims_string(pd)));
-  const int64_t chunks = pd[0];
+  const int64_t chunks = partials->dimensions()[0];
   const int64_t rows = g.n * g.out[0] * g.out[1];
   auto cs = channel_shifts(shift.typed_data(), g.c, /*quantize=*/false);
   float* part = partials->typed_data();

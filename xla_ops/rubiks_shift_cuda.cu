@@ -328,20 +328,11 @@ ffi::Error GradShift(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                      ffi::Result<ffi::Buffer<ffi::F32>> partials, int64_t st, int64_t sh,
                      int64_t sw, int64_t pt, int64_t ph, int64_t pw) {
   Geometry g;
-  if (auto err = make_geometry(kGradShiftTarget, x.dimensions(), dy.dimensions(),
-                               shift.dimensions(), st, sh, sw, pt, ph, pw, &g);
+  if (auto err = grad_shift_geometry(x, dy, shift.dimensions(), dshift->dimensions(),
+                                     partials->dimensions(), st, sh, sw, pt, ph, pw, &g);
       !err.success())
     return err;
-  if (x.element_type() != dy.element_type())
-    return ffi::Error::InvalidArgument("rubiks_shift_grad_shift: x and dy dtypes differ");
-  const auto pd = partials->dimensions();
-  const auto dd = dshift->dimensions();
-  if (pd.size() != 3 || pd[0] < 1 || pd[1] != g.c || pd[2] != 3 || dd.size() != 2 ||
-      dd[0] != g.c || dd[1] != 3)
-    return ffi::Error::InvalidArgument(
-        "rubiks_shift_grad_shift: expected results (C, 3) and (P, C, 3), got " + dims_string(dd) +
-        " and " + dims_string(pd));
-  const int64_t chunks = pd[0];
+  const int64_t chunks = partials->dimensions()[0];
   const int64_t c3 = g.c * 3;
   if (c3 == 0) return ffi::Error::Success();
 

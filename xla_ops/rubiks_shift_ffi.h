@@ -54,6 +54,28 @@ inline ffi::Error make_geometry(const char* op, ffi::AnyBuffer::Dimensions in,
   return ffi::Error::Success();
 }
 
+// The shift gradient's geometry (x and dy against each other and the shift) and its results:
+// dshift (C, 3) and the partial sums (P, C, 3), P >= 1 chunks.
+inline ffi::Error grad_shift_geometry(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                                      ffi::AnyBuffer::Dimensions shift,
+                                      ffi::AnyBuffer::Dimensions dshift,
+                                      ffi::AnyBuffer::Dimensions partials, int64_t st, int64_t sh,
+                                      int64_t sw, int64_t pt, int64_t ph, int64_t pw, Geometry* g) {
+  const char* op = "rubiks_shift_grad_shift";
+  if (auto err = make_geometry(op, x.dimensions(), dy.dimensions(), shift, st, sh, sw, pt, ph, pw,
+                               g);
+      !err.success())
+    return err;
+  if (x.element_type() != dy.element_type())
+    return ffi::Error::InvalidArgument(std::string(op) + ": x and dy dtypes differ");
+  if (partials.size() != 3 || partials[0] < 1 || partials[1] != g->c || partials[2] != 3 ||
+      dshift.size() != 2 || dshift[0] != g->c || dshift[1] != 3)
+    return ffi::Error::InvalidArgument(std::string(op) + ": expected results (C, 3) and " +
+                                       "(P, C, 3), got " + dims_string(dshift) + " and " +
+                                       dims_string(partials));
+  return ffi::Error::Success();
+}
+
 // Calls fn.template operator()<D>() for the storage type of `dtype`.
 template <typename Fn>
 ffi::Error dispatch_dtype(ffi::DataType dtype, const char* op, Fn&& fn) {
