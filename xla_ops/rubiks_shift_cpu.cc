@@ -54,6 +54,183 @@ ffi::Future ready(ffi::Error error) {
   return future;
 }
 
+// Row kernels. A row is one (n, t, h) line of W points; for one channel its t and h corners, their
+// weights and the source row pointers are the same along the whole line, so they are computed
+// once per (row, channel) and the inner loop only walks w. The arithmetic (corner order, skipped
+// corners, f32 accumulation order) is exactly that of interpolate_point / shift_grad_point in
+// rubiks_shift_math.h, which the CUDA kernels use per point: results are bit-identical.
+
+// Floor and ceiling of a / b for b > 0 and any sign of a.
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// Index on the w axis of corner k for destination position p (forward tap for kAdjoint = false,
+// adjoint tap otherwise); -1 if none.
+template <bool kAdjoint>
+inline int64_t w_tap(const Geometry& g, const ChannelShift& cs, int64_t p, int k) {
+  if constexpr (kAdjoint) {
+    if (g.stride[2] == 1) {  // the common case: no division
+      const int64_t o = p + g.pad[2] - cs.q[2] - k;
+      return (o >= 0 && o < g.out[2]) ? o : -1;
+    }
+    return adjoint_tap(g, cs, 2, p, k);
+  } else {
+    return forward_tap(g, cs, 2, p, k);
+  }
+}
+
+// dst[p2 * C] for p2 in [0, extent of w): the destination row (n, p0, p1) of channel c (dst already
+// points at channel c of the row). Forward: y from x; kAdjoint: dx from dy.
+template <DType D, bool kAdjoint>
+void interpolate_row(const typename Storage<D>::T* src, typename Storage<D>::T* dst,
+                     const Geometry& g, const ChannelShift& cs, int64_t n, int64_t p0, int64_t p1,
+                     int64_t c) {
+  const int64_t* src_extent = kAdjoint ? g.out : g.in;
+  const int64_t width = kAdjoint ? g.in[2] : g.out[2];
+  const int64_t C = g.c;
+  if (!cs.finite) {
+    for (int64_t p2 = 0; p2 < width; ++p2) dst[p2 * C] = Storage<D>::store(NAN);
+    return;
+  }
+  int64_t it[2], ih[2];
+  float wt[2], wh[2], ww[2];
+  bool use_w[2];
+  for (int k = 0; k < 2; ++k) {
+    wt[k] = corner_weight(cs.r[0], k);
+    wh[k] = corner_weight(cs.r[1], k);
+    ww[k] = corner_weight(cs.r[2], k);
+    it[k] = wt[k] == 0.f ? -1 : (kAdjoint ? adjoint_tap(g, cs, 0, p0, k) : forward_tap(g, cs, 0, p0, k));
+    ih[k] = wh[k] == 0.f ? -1 : (kAdjoint ? adjoint_tap(g, cs, 1, p1, k) : forward_tap(g, cs, 1, p1, k));
+    use_w[k] = ww[k] != 0.f;
+  }
+  const typename Storage<D>::T* rows[2][2];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      rows[i][j] = (it[i] < 0 || ih[j] < 0)
+                       ? nullptr
+                       : src + offset(g, n, it[i], ih[j], 0, src_extent) + c;
+  // Edges: any corner may be missing.
+  auto edge = [&](int64_t begin, int64_t end) {
+    for (int64_t p2 = begin; p2 < end; ++p2) {
+      int64_t iw[2];
+      for (int k = 0; k < 2; ++k) iw[k] = use_w[k] ? w_tap<kAdjoint>(g, cs, p2, k) * C : -1;
+      float acc = 0.f;
+      for (int i = 0; i < 2; ++i) {
+        if (it[i] < 0) continue;
+        float acc_t = 0.f;
+        for (int j = 0; j < 2; ++j) {
+          if (ih[j] < 0) continue;
+          float acc_h = 0.f;
+          for (int k = 0; k < 2; ++k) {
+            if (iw[k] < 0) continue;
+            acc_h += ww[k] * Storage<D>::load(rows[i][j][iw[k]]);
+          }
+          acc_t += wh[j] * acc_h;
+        }
+        acc += wt[i] * acc_t;
+      }
+      dst[p2 * C] = Storage<D>::store(acc);
+    }
+  };
+  // Interior [lo, hi): both w corners exist (and have nonzero weight), so the w taps advance by a
+  // constant step and the inner loop has no per-point tap arithmetic.
+  int64_t lo = 0, hi = 0, first = 0, step = 0, next = 0;
+  if (use_w[0] && use_w[1]) {
+    const int64_t q = cs.q[2], pad = g.pad[2], sw = g.stride[2];
+    if constexpr (kAdjoint) {
+      if (sw == 1) {  // corner 0 of input p reads output p + pad - q, corner 1 the one before it
+        lo = std::max<int64_t>(0, q - pad + 1);
+        hi = std::min<int64_t>(width, g.out[2] + q - pad);
+        first = (lo + pad - q) * C, step = C, next = -C;
+      }
+    } else {  // corner 0 of output p reads input p * sw - pad + q, corner 1 the one after it
+      lo = std::max<int64_t>(0, ceil_div(pad - q, sw));
+      hi = std::min<int64_t>(width, floor_div(g.in[2] - 2 + pad - q, sw) + 1);
+      first = (lo * sw - pad + q) * C, step = sw * C, next = C;
+    }
+  }
+  if (hi <= lo) {
+    edge(0, width);
+    return;
+  }
+  edge(0, lo);
+  int64_t off = first;
+  for (int64_t p2 = lo; p2 < hi; ++p2, off += step) {
+    float acc = 0.f;
+    for (int i = 0; i < 2; ++i) {
+      if (it[i] < 0) continue;
+      float acc_t = 0.f;
+      for (int j = 0; j < 2; ++j) {
+        if (ih[j] < 0) continue;
+        const typename Storage<D>::T* r = rows[i][j] + off;
+        float acc_h = 0.f;
+        acc_h += ww[0] * Storage<D>::load(r[0]);
+        acc_h += ww[1] * Storage<D>::load(r[next]);
+        acc_t += wh[j] * acc_h;
+      }
+      acc += wt[i] * acc_t;
+    }
+    dst[p2 * C] = Storage<D>::store(acc);
+  }
+  edge(hi, width);
+}
+
+// Adds the shift gradient of output row (n, ot, oh), channel c, to grad[0..2], point by point in
+// increasing ow (the order of shift_grad_point over the row).
+template <DType D>
+void shift_grad_row(const typename Storage<D>::T* x, const typename Storage<D>::T* dy,
+                    const Geometry& g, const ChannelShift& cs, int64_t n, int64_t ot, int64_t oh,
+                    int64_t c, float grad[3]) {
+  const int64_t C = g.c;
+  if (!cs.finite) {
+    if (g.out[2] > 0) grad[0] = grad[1] = grad[2] = NAN;
+    return;
+  }
+  int64_t it[2], ih[2];
+  float wt[2], wh[2], ww[2];
+  for (int k = 0; k < 2; ++k) {
+    wt[k] = corner_weight(cs.r[0], k);
+    wh[k] = corner_weight(cs.r[1], k);
+    ww[k] = corner_weight(cs.r[2], k);
+    it[k] = forward_tap(g, cs, 0, ot, k);
+    ih[k] = forward_tap(g, cs, 1, oh, k);
+  }
+  const typename Storage<D>::T* rows[2][2];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      rows[i][j] = (it[i] < 0 || ih[j] < 0) ? nullptr : x + offset(g, n, it[i], ih[j], 0, g.in) + c;
+  const typename Storage<D>::T* dy_row = dy + offset(g, n, ot, oh, 0, g.out) + c;
+  float g0 = grad[0], g1 = grad[1], g2 = grad[2];
+  for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+    const float upstream = Storage<D>::load(dy_row[ow * C]);
+    int64_t iw[2];
+    for (int k = 0; k < 2; ++k) {
+      const int64_t i = forward_tap(g, cs, 2, ow, k);
+      iw[k] = i < 0 ? -1 : i * C;
+    }
+    float gt = 0.f, gh = 0.f, gw = 0.f;
+    for (int i = 0; i < 2; ++i) {
+      if (it[i] < 0) continue;
+      for (int j = 0; j < 2; ++j) {
+        if (ih[j] < 0) continue;
+        for (int k = 0; k < 2; ++k) {
+          if (iw[k] < 0) continue;
+          const float v = Storage<D>::load(rows[i][j][iw[k]]);
+          gt += corner_dweight(i) * wh[j] * ww[k] * v;
+          gh += wt[i] * corner_dweight(j) * ww[k] * v;
+          gw += wt[i] * wh[j] * corner_dweight(k) * v;
+        }
+      }
+    }
+    g0 += upstream * gt;
+    g1 += upstream * gh;
+    g2 += upstream * gw;
+  }
+  grad[0] = g0;
+  grad[1] = g1;
+  grad[2] = g2;
+}
+
 std::shared_ptr<std::vector<ChannelShift>> channel_shifts(const float* shift, int64_t c,
                                                           bool quantize) {
   auto out = std::make_shared<std::vector<ChannelShift>>(c);
@@ -95,11 +272,8 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
         const int64_t p1 = r % e1;
         const int64_t p0 = (r / e1) % e0;
         const int64_t n = r / (e0 * e1);
-        T* row = out + r * row_len;
-        for (int64_t p2 = 0; p2 < e2; ++p2)
-          for (int64_t c = 0; c < g.c; ++c)
-            row[p2 * g.c + c] = Storage<D>::store(
-                interpolate_point<D, kAdjoint>(in, g, shifts[c], n, p0, p1, p2, c));
+        for (int64_t c = 0; c < g.c; ++c)
+          interpolate_row<D, kAdjoint>(in, out + r * row_len + c, g, shifts[c], n, p0, p1, c);
       }
     };
     const int64_t grain = std::max<int64_t>(1, (1 << 14) / row_len);
@@ -161,9 +335,8 @@ ffi::Future GradShift(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
           const int64_t oh = r % g.out[1];
           const int64_t ot = (r / g.out[1]) % g.out[0];
           const int64_t n = r / (g.out[0] * g.out[1]);
-          for (int64_t ow = 0; ow < g.out[2]; ++ow)
-            for (int64_t c = 0; c < g.c; ++c)
-              shift_grad_point<D>(xs, dys, g, shifts[c], n, ot, oh, ow, c, acc + 3 * c);
+          for (int64_t c = 0; c < g.c; ++c)
+            shift_grad_row<D>(xs, dys, g, shifts[c], n, ot, oh, c, acc + 3 * c);
         }
       }
     };

@@ -6,9 +6,9 @@ import argparse
 import json
 import os
 
-from rubiks_jax.bench import op
+from rubiks_jax.bench import block, op
 
-SUITES = {"op": op}
+SUITES = {"op": op, "block": block}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,15 @@ def time_fn(fn: Callable, make_inputs: Callable[[int], Sequence], repeats: int,
     return Timing(statistics.median(samples), min(samples), max(samples), repeats)
 
 
+def on_accelerator() -> bool:
+    return jax.default_backend() != "cpu"
+
+
+def default_repeats(cpu: int, gpu: int) -> int:
+    """Repeats per entry: accelerators run many cheap repeats, the CPU fewer expensive ones."""
+    return gpu if on_accelerator() else cpu
+
+
 def machine_description() -> str:
     dev = jax.devices()[0]
     kind = getattr(dev, "device_kind", dev.platform)

@@ -29,6 +29,9 @@ CASES = [
     Case((1, 6, 5, 7, 17), stride=(2, 1, 3), padding=(1, 0, 2), shifts="mixed", seed=3),
     Case((2, 1, 1, 10, 5), shifts="zero"),
     Case((1, 9, 3, 3, 24), stride=(3, 1, 1), padding=(2, 1, 0), shifts="uniform", seed=5),
+    # Wide rows: the CPU kernels' interior fast path along w and its two edges.
+    Case((1, 3, 4, 37, 6), stride=(1, 1, 2), padding=(0, 1, 3), shifts="large", seed=6),
+    Case((2, 2, 3, 23, 7), padding=(1, 0, 2), shifts="uniform", seed=8),
 ]
 
 
