@@ -26,9 +26,47 @@ def batch_norm(train: bool, axis_name: str | None, dtype: Any, name: str) -> nn.
                         axis_name=axis_name if train else None, dtype=dtype, name=name)
 
 
+class PointwiseConv(nn.Conv):
+    """A 1x1 `nn.Conv` computed as a matrix product over the channel axis.
+
+    Same attributes, parameters ("kernel" of shape (1, 1, Cin, Cout), "bias") and results as the
+    1x1 `nn.Conv` it replaces, so checkpoints move freely between the two. XLA:CPU runs 1x1
+    convolutions and their gradients several times slower than the equivalent dot (forward+backward
+    at (8, 8, 56, 56, 72): 478 ms as a convolution, 135 ms as a dot, 2-core VM); on GPUs both become
+    the same GEMM. Spatial stride s samples rows and columns 0, s, 2s, ... as "SAME" and "VALID"
+    padding do for a 1x1 kernel.
+    """
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        kernel_size = tuple(self.kernel_size)
+        if kernel_size != (1, 1):
+            raise ValueError(f"PointwiseConv: kernel_size must be (1, 1), got {kernel_size}")
+        if self.feature_group_count != 1 or self.mask is not None:
+            raise ValueError("PointwiseConv: feature groups and kernel masks are not supported")
+        if not (self.padding in ("SAME", "VALID", 0) or self.padding == ((0, 0), (0, 0))):
+            raise ValueError(f"PointwiseConv: padding must be SAME, VALID or zero, got {self.padding!r}")
+        for name, dil in (("input_dilation", self.input_dilation),
+                          ("kernel_dilation", self.kernel_dilation)):
+            if dil not in (None, 1) and tuple(dil) != (1, 1):
+                raise ValueError(f"PointwiseConv: {name} must be 1, got {dil}")
+        if inputs.ndim < 3:
+            raise ValueError(f"PointwiseConv: input must be (..., H, W, C), got shape {inputs.shape}")
+        strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides or (1, 1))
+        kernel = self.param("kernel", self.kernel_init, (1, 1, inputs.shape[-1], self.features),
+                            self.param_dtype)
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        x = inputs[..., ::strides[0], ::strides[1], :]
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jax.lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())),
+                                precision=self.precision)
+        return y if bias is None else y + bias
+
+
 def conv1x1(features: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-    return nn.Conv(features, (1, 1), strides=(stride, stride), use_bias=False, dtype=dtype,
-                   kernel_init=conv_init, name=name)
+    return PointwiseConv(features, (1, 1), strides=(stride, stride), use_bias=False, dtype=dtype,
+                         kernel_init=conv_init, name=name)
 
 
 class SqueezeExcite(nn.Module):

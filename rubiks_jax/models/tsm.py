@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rubiks_jax.layers.blocks import batch_norm, conv_init
+from rubiks_jax.layers.blocks import PointwiseConv, batch_norm, conv_init
 from rubiks_jax.models.rubiksnet import check_video
 from rubiks_jax.ops import integer_shift
 
@@ -46,7 +46,9 @@ class TSMBasicBlock(nn.Module):
         y = nn.relu(norm("bn1")(y))
         y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
         y = norm("bn2")(y)
-        return nn.relu(y + _shortcut(x, self.features, self.stride, norm, conv))
+        pointwise = functools.partial(PointwiseConv, use_bias=False, dtype=self.dtype,
+                                      kernel_init=conv_init)
+        return nn.relu(y + _shortcut(x, self.features, self.stride, norm, pointwise))
 
 
 class TSMBottleneck(nn.Module):
@@ -60,13 +62,15 @@ class TSMBottleneck(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm = functools.partial(batch_norm, train, self.bn_axis_name, self.dtype)
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+        pointwise = functools.partial(PointwiseConv, use_bias=False, dtype=self.dtype,
+                                      kernel_init=conv_init)
         y = tsm_temporal_shift(x)
-        y = nn.relu(norm("bn1")(conv(self.features, (1, 1), name="conv1")(y)))
+        y = nn.relu(norm("bn1")(pointwise(self.features, (1, 1), name="conv1")(y)))
         y = conv(self.features, (3, 3), (self.stride, self.stride), padding=((1, 1), (1, 1)),
                  name="conv2")(y)
         y = nn.relu(norm("bn2")(y))
-        y = norm("bn3")(conv(self.features * 4, (1, 1), name="conv3")(y))
-        return nn.relu(y + _shortcut(x, self.features * 4, self.stride, norm, conv))
+        y = norm("bn3")(pointwise(self.features * 4, (1, 1), name="conv3")(y))
+        return nn.relu(y + _shortcut(x, self.features * 4, self.stride, norm, pointwise))
 
 
 def _shortcut(x, features, stride, norm, conv):

@@ -58,3 +58,58 @@ def test_aq_block_has_attention_and_spatial_shift_only():
 def test_bad_variant():
     with pytest.raises(ValueError, match="variant must be one of"):
         RubiksShiftBlock(24, variant="rubiks2d").init(jax.random.PRNGKey(1), X)
+
+
+@pytest.mark.parametrize("stride,padding,use_bias,shape", [
+    (1, "SAME", False, (2, 3, 7, 5, 6)),
+    (2, "SAME", False, (1, 2, 9, 6, 4)),
+    (3, "VALID", True, (2, 11, 7, 3)),
+])
+def test_pointwise_conv_matches_a_1x1_conv(stride, padding, use_bias, shape):
+    """Same parameter tree and, to float32 rounding, the same outputs and gradients as nn.Conv."""
+    import flax.linen as nn
+
+    from rubiks_jax.layers.blocks import PointwiseConv
+
+    kwargs = dict(features=5, kernel_size=(1, 1), strides=(stride, stride), padding=padding,
+                  use_bias=use_bias, bias_init=nn.initializers.normal(1.0))
+    conv, pointwise = nn.Conv(**kwargs), PointwiseConv(**kwargs)
+    x = jax.random.normal(jax.random.PRNGKey(1), shape)
+    variables = conv.init(jax.random.PRNGKey(0), x)
+    assert jax.tree_util.tree_structure(pointwise.init(jax.random.PRNGKey(0), x)) == \
+        jax.tree_util.tree_structure(variables)
+    assert jax.tree_util.tree_map(jnp.shape, pointwise.init(jax.random.PRNGKey(0), x)) == \
+        jax.tree_util.tree_map(jnp.shape, variables)
+    expected = conv.apply(variables, x)
+    np.testing.assert_allclose(pointwise.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+    def loss(module):
+        return lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
+
+    g_conv = jax.grad(loss(conv), argnums=(0, 1))(variables, x)
+    g_point = jax.grad(loss(pointwise), argnums=(0, 1))(variables, x)
+    for a, b in zip(jax.tree_util.tree_leaves(g_point), jax.tree_util.tree_leaves(g_conv)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_conv_bfloat16_compute():
+    from rubiks_jax.layers.blocks import PointwiseConv
+
+    m = PointwiseConv(4, (1, 1), dtype=jnp.bfloat16)
+    x = jnp.ones((1, 2, 3, 3, 6))
+    variables = m.init(jax.random.PRNGKey(0), x)
+    assert variables["params"]["kernel"].dtype == jnp.float32  # parameters stay float32
+    assert m.apply(variables, x).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(kernel_size=(3, 3)), "kernel_size must be \\(1, 1\\)"),
+    (dict(kernel_size=(1, 1), feature_group_count=2), "feature groups"),
+    (dict(kernel_size=(1, 1), padding=((1, 1), (1, 1))), "padding must be"),
+    (dict(kernel_size=(1, 1), kernel_dilation=(2, 2)), "kernel_dilation must be 1"),
+])
+def test_pointwise_conv_rejects_what_it_cannot_compute(kwargs, match):
+    from rubiks_jax.layers.blocks import PointwiseConv
+
+    with pytest.raises(ValueError, match=match):
+        PointwiseConv(4, **kwargs).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 8)))
