@@ -4,7 +4,7 @@
 #  2. runs the GPU tests (CUDA vs the float64 reference and the CPU kernels, gradients, bf16/f16,
 #     determinism, jit/vmap/pmap) and the CPU op tests,
 #  3. compute-sanitizer memcheck and racecheck on a small case,
-#  4. the benchmark suites,
+#  4. the benchmark suites (op, block, model in float32 and bfloat16) and their plots,
 # and prints a summary table last. Logs and JSON go to $OUT (or bench_out/).
 #
 #   PYTHON=python3   interpreter whose jax has the CUDA plugin
@@ -44,9 +44,17 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
 else
   NAMES+=("sanitizer"); STATUS+=("not found")
 fi
-for suite in op; do
+for suite in op block model; do
   step "bench_$suite" "$PYTHON" -m rubiks_jax.bench "$suite" --json "$OUT_DIR/bench_$suite.json"
 done
+step bench_model_bf16 "$PYTHON" -m rubiks_jax.bench model --dtype bfloat16 \
+  --json "$OUT_DIR/bench_model_bf16.json"
+if "$PYTHON" -c "import matplotlib" 2>/dev/null; then
+  step plots "$PYTHON" -m rubiks_jax.bench.plots --out "$OUT_DIR/figures" --prefix gpu_ \
+    --block "$OUT_DIR/bench_block.json" --model "$OUT_DIR/bench_model.json"
+else
+  NAMES+=("plots"); STATUS+=("no matplotlib")
+fi
 
 echo
 echo "=== GPU check summary ($(head -1 "$OUT_DIR/gpu.txt"))"
@@ -56,7 +64,7 @@ for i in "${!NAMES[@]}"; do
   printf '%-16s %s\n' "${NAMES[$i]}" "${STATUS[$i]}"
   [ "${STATUS[$i]}" = "FAILED" ] && failed=1
 done
-for suite in op; do
+for suite in op block model model_bf16; do
   [ -f "$OUT_DIR/bench_$suite.log" ] && grep -A40 "benchmark on" "$OUT_DIR/bench_$suite.log" | grep -v "^wrote"
 done
 exit $failed

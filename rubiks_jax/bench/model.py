@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None,
                         help="clips per step (default 8 on an accelerator, 4 on the CPU)")
     parser.add_argument("--size", type=int, default=None,
-                        help="frame height = width (default 224 on an accelerator, 112 on the CPU)")
+                        help="frame height = width, a multiple of 32 (default 224 on an "
+                             "accelerator, 128 on the CPU)")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
 
@@ -71,7 +72,7 @@ def run(repeats: int | None = None, quick: bool = False, batch: int | None = Non
         size: int | None = None, frames: int = 8, dtype: str = "float32") -> dict:
     accel = on_accelerator()
     batch = batch or (2 if quick else (8 if accel else 4))
-    size = size or (32 if quick else (224 if accel else 112))
+    size = size or (32 if quick else (224 if accel else 128))
     shape = (batch, frames, size, size, 3)
     compute_dtype = jnp.dtype(dtype)
 
