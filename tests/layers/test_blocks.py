@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rubiks_jax.layers import RubiksShiftBlock, SqueezeExcite
+from rubiks_jax.layers import PointwiseConv, RubiksShiftBlock, SqueezeExcite
 
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 8, 8, 24))
 
@@ -69,8 +69,6 @@ def test_pointwise_conv_matches_a_1x1_conv(stride, padding, use_bias, shape):
     """Same parameter tree and, to float32 rounding, the same outputs and gradients as nn.Conv."""
     import flax.linen as nn
 
-    from rubiks_jax.layers.blocks import PointwiseConv
-
     kwargs = dict(features=5, kernel_size=(1, 1), strides=(stride, stride), padding=padding,
                   use_bias=use_bias, bias_init=nn.initializers.normal(1.0))
     conv, pointwise = nn.Conv(**kwargs), PointwiseConv(**kwargs)
@@ -93,8 +91,6 @@ def test_pointwise_conv_matches_a_1x1_conv(stride, padding, use_bias, shape):
 
 
 def test_pointwise_conv_bfloat16_compute():
-    from rubiks_jax.layers.blocks import PointwiseConv
-
     m = PointwiseConv(4, (1, 1), dtype=jnp.bfloat16)
     x = jnp.ones((1, 2, 3, 3, 6))
     variables = m.init(jax.random.PRNGKey(0), x)
@@ -109,7 +105,5 @@ def test_pointwise_conv_bfloat16_compute():
     (dict(kernel_size=(1, 1), kernel_dilation=(2, 2)), "kernel_dilation must be 1"),
 ])
 def test_pointwise_conv_rejects_what_it_cannot_compute(kwargs, match):
-    from rubiks_jax.layers.blocks import PointwiseConv
-
     with pytest.raises(ValueError, match=match):
         PointwiseConv(4, **kwargs).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 8)))
