@@ -109,31 +109,35 @@ void interpolate_row(const typename Storage<D>::T* src, typename Storage<D>::T* 
       rows[i][j] = (it[i] < 0 || ih[j] < 0)
                        ? nullptr
                        : src + offset(g, n, it[i], ih[j], 0, src_extent) + c;
-  // Edges: any corner may be missing.
+  // One destination point from the element offsets iw[k] of its w corners in the source rows
+  // (negative: corner absent). kInterior: both present, the test is compiled out.
+  auto point = [&]<bool kInterior>(const int64_t(&iw)[2]) {
+    float acc = 0.f;
+    for (int i = 0; i < 2; ++i) {
+      if (it[i] < 0) continue;
+      float acc_t = 0.f;
+      for (int j = 0; j < 2; ++j) {
+        if (ih[j] < 0) continue;
+        float acc_h = 0.f;
+        for (int k = 0; k < 2; ++k) {
+          if (!kInterior && iw[k] < 0) continue;
+          acc_h += ww[k] * Storage<D>::load(rows[i][j][iw[k]]);
+        }
+        acc_t += wh[j] * acc_h;
+      }
+      acc += wt[i] * acc_t;
+    }
+    return Storage<D>::store(acc);
+  };
   auto edge = [&](int64_t begin, int64_t end) {
     for (int64_t p2 = begin; p2 < end; ++p2) {
       int64_t iw[2];
       for (int k = 0; k < 2; ++k) iw[k] = use_w[k] ? w_tap<kAdjoint>(g, cs, p2, k) * C : -1;
-      float acc = 0.f;
-      for (int i = 0; i < 2; ++i) {
-        if (it[i] < 0) continue;
-        float acc_t = 0.f;
-        for (int j = 0; j < 2; ++j) {
-          if (ih[j] < 0) continue;
-          float acc_h = 0.f;
-          for (int k = 0; k < 2; ++k) {
-            if (iw[k] < 0) continue;
-            acc_h += ww[k] * Storage<D>::load(rows[i][j][iw[k]]);
-          }
-          acc_t += wh[j] * acc_h;
-        }
-        acc += wt[i] * acc_t;
-      }
-      dst[p2 * C] = Storage<D>::store(acc);
+      dst[p2 * C] = point.template operator()<false>(iw);
     }
   };
-  // Interior [lo, hi): both w corners exist (and have nonzero weight), so the w taps advance by a
-  // constant step and the inner loop has no per-point tap arithmetic.
+  // Interior [lo, hi): both w corners exist (and have nonzero weight), so their offsets advance by
+  // a constant step and the inner loop has no per-point tap arithmetic.
   int64_t lo = 0, hi = 0, first = 0, step = 0, next = 0;
   if (use_w[0] && use_w[1]) {
     const int64_t q = cs.q[2], pad = g.pad[2], sw = g.stride[2];
@@ -156,21 +160,8 @@ void interpolate_row(const typename Storage<D>::T* src, typename Storage<D>::T* 
   edge(0, lo);
   int64_t off = first;
   for (int64_t p2 = lo; p2 < hi; ++p2, off += step) {
-    float acc = 0.f;
-    for (int i = 0; i < 2; ++i) {
-      if (it[i] < 0) continue;
-      float acc_t = 0.f;
-      for (int j = 0; j < 2; ++j) {
-        if (ih[j] < 0) continue;
-        const typename Storage<D>::T* r = rows[i][j] + off;
-        float acc_h = 0.f;
-        acc_h += ww[0] * Storage<D>::load(r[0]);
-        acc_h += ww[1] * Storage<D>::load(r[next]);
-        acc_t += wh[j] * acc_h;
-      }
-      acc += wt[i] * acc_t;
-    }
-    dst[p2 * C] = Storage<D>::store(acc);
+    const int64_t iw[2] = {off, off + next};
+    dst[p2 * C] = point.template operator()<true>(iw);
   }
   edge(hi, width);
 }

@@ -29,6 +29,12 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
 def layer_costs(frames: int = 8, size: int = 112, channels: int = 72) -> dict:
     """{block: {layer: (macs, params)}} for one clip of (frames, size, size, channels)."""
     out = {}
@@ -65,9 +71,7 @@ def plot_layer_level(path: str, frames: int = 8, size: int = 112, channels: int 
         ax.legend(fontsize=8)
     fig.suptitle(f"Layer-level cost per clip, (T, H, W) = ({frames}, {size}, {size}), "
                  f"{channels} channels in and out")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_block_latency(result: dict, path: str) -> None:
@@ -94,9 +98,7 @@ def plot_block_latency(result: dict, path: str) -> None:
     ax.set_title(f"Block latency at (N, T, H, W, C) = {shape}; labels: time / RubiksShift block\n"
                  f"{result['machine']}", fontsize=9)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_model_speed(result: dict, path: str) -> None:
@@ -116,9 +118,7 @@ def plot_model_speed(result: dict, path: str) -> None:
     r0 = rows[0]
     fig.suptitle(f"Model speed, batch {tuple(r0['shape'])} {r0['dtype']}; {result['machine']}",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _load(path: str | None) -> dict | None:
