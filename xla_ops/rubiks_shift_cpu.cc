@@ -191,31 +191,63 @@ void shift_grad_row(const typename Storage<D>::T* x, const typename Storage<D>::
     for (int j = 0; j < 2; ++j)
       rows[i][j] = (it[i] < 0 || ih[j] < 0) ? nullptr : x + offset(g, n, it[i], ih[j], 0, g.in) + c;
   const typename Storage<D>::T* dy_row = dy + offset(g, n, ot, oh, 0, g.out) + c;
+  // Weights of corner (i, j, k) in the three sums, as shift_grad_point forms them ((a * b) * c,
+  // then times the value): hoisted out of the w loop with the same rounding.
+  float kt[2][2][2], kh[2][2][2], kw[2][2][2];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      for (int k = 0; k < 2; ++k) {
+        kt[i][j][k] = corner_dweight(i) * wh[j] * ww[k];
+        kh[i][j][k] = wt[i] * corner_dweight(j) * ww[k];
+        kw[i][j][k] = wt[i] * wh[j] * corner_dweight(k);
+      }
   float g0 = grad[0], g1 = grad[1], g2 = grad[2];
-  for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+  // One output point from the element offsets iw[k] of its w corners (negative: absent).
+  // kInterior: both present, the test is compiled out.
+  auto point = [&]<bool kInterior>(int64_t ow, const int64_t(&iw)[2]) {
     const float upstream = Storage<D>::load(dy_row[ow * C]);
-    int64_t iw[2];
-    for (int k = 0; k < 2; ++k) {
-      const int64_t i = forward_tap(g, cs, 2, ow, k);
-      iw[k] = i < 0 ? -1 : i * C;
-    }
     float gt = 0.f, gh = 0.f, gw = 0.f;
     for (int i = 0; i < 2; ++i) {
       if (it[i] < 0) continue;
       for (int j = 0; j < 2; ++j) {
         if (ih[j] < 0) continue;
         for (int k = 0; k < 2; ++k) {
-          if (iw[k] < 0) continue;
+          if (!kInterior && iw[k] < 0) continue;
           const float v = Storage<D>::load(rows[i][j][iw[k]]);
-          gt += corner_dweight(i) * wh[j] * ww[k] * v;
-          gh += wt[i] * corner_dweight(j) * ww[k] * v;
-          gw += wt[i] * wh[j] * corner_dweight(k) * v;
+          gt += kt[i][j][k] * v;
+          gh += kh[i][j][k] * v;
+          gw += kw[i][j][k] * v;
         }
       }
     }
     g0 += upstream * gt;
     g1 += upstream * gh;
     g2 += upstream * gw;
+  };
+  auto edge = [&](int64_t begin, int64_t end) {
+    for (int64_t ow = begin; ow < end; ++ow) {
+      int64_t iw[2];
+      for (int k = 0; k < 2; ++k) {
+        const int64_t i = forward_tap(g, cs, 2, ow, k);
+        iw[k] = i < 0 ? -1 : i * C;
+      }
+      point.template operator()<false>(ow, iw);
+    }
+  };
+  // Interior [lo, hi) of w where both corners are inside the input (as in interpolate_row).
+  const int64_t q = cs.q[2], pad = g.pad[2], sw = g.stride[2];
+  const int64_t lo = std::max<int64_t>(0, ceil_div(pad - q, sw));
+  const int64_t hi = std::min<int64_t>(g.out[2], floor_div(g.in[2] - 2 + pad - q, sw) + 1);
+  if (hi <= lo) {
+    edge(0, g.out[2]);
+  } else {
+    edge(0, lo);
+    int64_t off = (lo * sw - pad + q) * C;
+    for (int64_t ow = lo; ow < hi; ++ow, off += sw * C) {
+      const int64_t iw[2] = {off, off + C};
+      point.template operator()<true>(ow, iw);
+    }
+    edge(hi, g.out[2]);
   }
   grad[0] = g0;
   grad[1] = g1;

@@ -1,8 +1,9 @@
 """Op suite: forward and forward+backward of rubiks_shift, impl="ffi" against impl="xla" in one run.
 
-Effective bandwidth is measured against the bytes the op must move (its memory floor):
-forward reads x and writes y; the backward reads dy and x and writes dx. So forward moves
-|x| + |y| elements and forward+backward 3|x| + 2|y|. A streaming copy-like kernel (y = 2x) timed in
+Modes: "fwd" (y), "bwd" (the input and shift gradients alone, from the residuals), "fwd+bwd"
+(both, as in training). Effective bandwidth is measured against the bytes the op must move (its
+memory floor): forward reads x and writes y; the backward reads dy and x and writes dx. So forward
+moves |x| + |y| elements, backward 2|x| + |y| and forward+backward 3|x| + 2|y|. A streaming copy-like kernel (y = 2x) timed in
 the same run gives the machine's achievable bandwidth, hence the floor time of each entry.
 """
 
@@ -37,11 +38,18 @@ def _fns(impl):
     fwd = jax.jit(lambda x, s, dy: rubiks_shift(x, s, impl=impl))
 
     @jax.jit
+    def bwd(x, s, dy):
+        # y is unused, so XLA drops the forward: what remains is the backward alone (input and
+        # shift gradients from the residuals x and shift).
+        _, vjp = jax.vjp(lambda a, b: rubiks_shift(a, b, impl=impl), x, s)
+        return vjp(dy)
+
+    @jax.jit
     def fwd_bwd(x, s, dy):
         y, vjp = jax.vjp(lambda a, b: rubiks_shift(a, b, impl=impl), x, s)
         return (y,) + vjp(dy)
 
-    return {"fwd": fwd, "fwd+bwd": fwd_bwd}
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd_bwd}
 
 
 def run(repeats: int | None = None, quick: bool = False) -> dict:
@@ -58,7 +66,8 @@ def run(repeats: int | None = None, quick: bool = False) -> dict:
             elems = int(np.prod(shape))
             copy = time_fn(jax.jit(lambda x, s, dy: x * 2), make, n_rep)
             copy_bw = 2 * elems * itemsize / copy.median_s
-            floor_bytes = {"fwd": 2 * elems * itemsize, "fwd+bwd": 5 * elems * itemsize}
+            floor_bytes = {"fwd": 2 * elems * itemsize, "bwd": 3 * elems * itemsize,
+                           "fwd+bwd": 5 * elems * itemsize}
             for impl in ("ffi", "xla"):
                 for mode, fn in _fns(impl).items():
                     t = time_fn(fn, make, n_rep)

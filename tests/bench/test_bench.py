@@ -39,12 +39,25 @@ def test_op_suite(tmp_path, capsys):
     result, _ = _run("op", tmp_path, capsys)
     rows = result["rows"]
     assert {(r["impl"], r["mode"], r["dtype"]) for r in rows} == {
-        (i, m, d) for i in ("ffi", "xla") for m in ("fwd", "fwd+bwd")
+        (i, m, d) for i in ("ffi", "xla") for m in ("fwd", "bwd", "fwd+bwd")
         for d in ("float32", "bfloat16")}
     for r in rows:
         assert r["min_s"] <= r["median_s"] <= r["max_s"]
         if r["impl"] == "xla":
             assert r["speedup_vs_xla"] == 1.0
+
+
+@pytest.mark.skipif(not ffi_available(), reason="kernels not built")
+def test_op_suite_backward_mode_runs_no_forward():
+    """The "bwd" entry must time the backward kernels only: XLA drops the unused forward."""
+    from rubiks_jax.bench import op
+
+    make = op._inputs(op.QUICK_SHAPE, np.float32)
+    fns = op._fns("ffi")
+    hlo = {m: fns[m].lower(*make(0)).compile().as_text() for m in ("bwd", "fwd+bwd")}
+    assert "rubiks_shift_grad_input" in hlo["bwd"] and "rubiks_shift_grad_shift" in hlo["bwd"]
+    assert "rubiks_shift_forward" not in hlo["bwd"]
+    assert "rubiks_shift_forward" in hlo["fwd+bwd"]
 
 
 def test_block_suite(tmp_path, capsys):
