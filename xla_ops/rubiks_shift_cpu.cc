@@ -79,6 +79,31 @@ inline int64_t w_tap(const Geometry& g, const ChannelShift& cs, int64_t p, int k
   }
 }
 
+// Channel c of the source rows (n, it[i], ih[j], w = 0) of the four (t, h) corners, null where a
+// corner index is -1; `extent` gives the source's (T, H, W).
+template <typename T>
+void source_rows(const T* src, const Geometry& g, int64_t n, const int64_t (&it)[2],
+                 const int64_t (&ih)[2], const int64_t* extent, int64_t c, const T* (&rows)[2][2]) {
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      rows[i][j] =
+          (it[i] < 0 || ih[j] < 0) ? nullptr : src + offset(g, n, it[i], ih[j], 0, extent) + c;
+}
+
+// Interior [lo, hi) of the output w positions whose two forward corners (input columns
+// o * sw - pad + q and the one after it) both lie inside the input; `first` is the element offset
+// (times C) of corner 0 at o = lo, and the offset advances by sw * C per output column.
+struct WInterior {
+  int64_t lo, hi, first;
+};
+
+inline WInterior forward_w_interior(const Geometry& g, const ChannelShift& cs) {
+  const int64_t q = cs.q[2], pad = g.pad[2], sw = g.stride[2];
+  const int64_t lo = std::max<int64_t>(0, ceil_div(pad - q, sw));
+  const int64_t hi = std::min<int64_t>(g.out[2], floor_div(g.in[2] - 2 + pad - q, sw) + 1);
+  return {lo, hi, (lo * sw - pad + q) * g.c};
+}
+
 // dst[p2 * C] for p2 in [0, extent of w): the destination row (n, p0, p1) of channel c (dst already
 // points at channel c of the row). Forward: y from x; kAdjoint: dx from dy.
 template <DType D, bool kAdjoint>
@@ -99,16 +124,13 @@ void interpolate_row(const typename Storage<D>::T* src, typename Storage<D>::T* 
     wt[k] = corner_weight(cs.r[0], k);
     wh[k] = corner_weight(cs.r[1], k);
     ww[k] = corner_weight(cs.r[2], k);
-    it[k] = wt[k] == 0.f ? -1 : (kAdjoint ? adjoint_tap(g, cs, 0, p0, k) : forward_tap(g, cs, 0, p0, k));
-    ih[k] = wh[k] == 0.f ? -1 : (kAdjoint ? adjoint_tap(g, cs, 1, p1, k) : forward_tap(g, cs, 1, p1, k));
+    const auto tap = kAdjoint ? adjoint_tap : forward_tap;
+    it[k] = wt[k] == 0.f ? -1 : tap(g, cs, 0, p0, k);
+    ih[k] = wh[k] == 0.f ? -1 : tap(g, cs, 1, p1, k);
     use_w[k] = ww[k] != 0.f;
   }
   const typename Storage<D>::T* rows[2][2];
-  for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j)
-      rows[i][j] = (it[i] < 0 || ih[j] < 0)
-                       ? nullptr
-                       : src + offset(g, n, it[i], ih[j], 0, src_extent) + c;
+  source_rows(src, g, n, it, ih, src_extent, c, rows);
   // One destination point from the element offsets iw[k] of its w corners in the source rows
   // (negative: corner absent). kInterior: both present, the test is compiled out.
   auto point = [&]<bool kInterior>(const int64_t(&iw)[2]) {
@@ -147,10 +169,9 @@ void interpolate_row(const typename Storage<D>::T* src, typename Storage<D>::T* 
         hi = std::min<int64_t>(width, g.out[2] + q - pad);
         first = (lo + pad - q) * C, step = C, next = -C;
       }
-    } else {  // corner 0 of output p reads input p * sw - pad + q, corner 1 the one after it
-      lo = std::max<int64_t>(0, ceil_div(pad - q, sw));
-      hi = std::min<int64_t>(width, floor_div(g.in[2] - 2 + pad - q, sw) + 1);
-      first = (lo * sw - pad + q) * C, step = sw * C, next = C;
+    } else {
+      const WInterior in = forward_w_interior(g, cs);
+      lo = in.lo, hi = in.hi, first = in.first, step = sw * C, next = C;
     }
   }
   if (hi <= lo) {
@@ -187,9 +208,7 @@ void shift_grad_row(const typename Storage<D>::T* x, const typename Storage<D>::
     ih[k] = forward_tap(g, cs, 1, oh, k);
   }
   const typename Storage<D>::T* rows[2][2];
-  for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j)
-      rows[i][j] = (it[i] < 0 || ih[j] < 0) ? nullptr : x + offset(g, n, it[i], ih[j], 0, g.in) + c;
+  source_rows(x, g, n, it, ih, g.in, c, rows);
   const typename Storage<D>::T* dy_row = dy + offset(g, n, ot, oh, 0, g.out) + c;
   // Weights of corner (i, j, k) in the three sums, as shift_grad_point forms them ((a * b) * c,
   // then times the value): hoisted out of the w loop with the same rounding.
@@ -226,28 +245,22 @@ void shift_grad_row(const typename Storage<D>::T* x, const typename Storage<D>::
   };
   auto edge = [&](int64_t begin, int64_t end) {
     for (int64_t ow = begin; ow < end; ++ow) {
-      int64_t iw[2];
-      for (int k = 0; k < 2; ++k) {
-        const int64_t i = forward_tap(g, cs, 2, ow, k);
-        iw[k] = i < 0 ? -1 : i * C;
-      }
+      int64_t iw[2];  // negative when the corner is outside the input (tap -1)
+      for (int k = 0; k < 2; ++k) iw[k] = w_tap<false>(g, cs, ow, k) * C;
       point.template operator()<false>(ow, iw);
     }
   };
-  // Interior [lo, hi) of w where both corners are inside the input (as in interpolate_row).
-  const int64_t q = cs.q[2], pad = g.pad[2], sw = g.stride[2];
-  const int64_t lo = std::max<int64_t>(0, ceil_div(pad - q, sw));
-  const int64_t hi = std::min<int64_t>(g.out[2], floor_div(g.in[2] - 2 + pad - q, sw) + 1);
-  if (hi <= lo) {
+  const WInterior in = forward_w_interior(g, cs);
+  if (in.hi <= in.lo) {
     edge(0, g.out[2]);
   } else {
-    edge(0, lo);
-    int64_t off = (lo * sw - pad + q) * C;
-    for (int64_t ow = lo; ow < hi; ++ow, off += sw * C) {
+    edge(0, in.lo);
+    int64_t off = in.first;
+    for (int64_t ow = in.lo; ow < in.hi; ++ow, off += g.stride[2] * C) {
       const int64_t iw[2] = {off, off + C};
       point.template operator()<true>(ow, iw);
     }
-    edge(hi, g.out[2]);
+    edge(in.hi, g.out[2]);
   }
   grad[0] = g0;
   grad[1] = g1;

@@ -56,15 +56,14 @@ def block_fns(block, variables) -> dict:
 def run(repeats: int | None = None, quick: bool = False) -> dict:
     shape = QUICK_SHAPE if quick else PAPER_SHAPE
     channels = shape[-1]
+    n_rep = repeats or default_repeats(cpu=3 if quick else 5, gpu=50)
     rows = []
     for dtype in (jnp.float32, jnp.bfloat16):
         make = _inputs(shape, dtype)
         for name, block in layer_blocks(channels, dtype=dtype).items():
-            clip = (1,) + shape[1:]
-            macs, n_params = flops.totals(flops.count(block, clip))
+            macs, n_params = flops.totals(flops.count(block, (1,) + shape[1:]))
             variables = block.init(jax.random.PRNGKey(0), jnp.zeros(shape, dtype))
             for mode, fn in block_fns(block, variables).items():
-                n_rep = repeats or default_repeats(cpu=3 if quick else 5, gpu=50)
                 t = time_fn(fn, make, n_rep)
                 rows.append(dict(shape=list(shape), dtype=np.dtype(dtype).name, block=name,
                                  mode=mode, **t.as_dict(), macs_per_clip=macs, params=n_params))

@@ -81,6 +81,7 @@ def run(repeats: int | None = None, quick: bool = False, batch: int | None = Non
         x = jax.random.normal(kx, shape, jnp.float32).astype(compute_dtype)
         return x, jax.random.randint(kl, (batch,), 0, NUM_CLASSES)
 
+    n_rep = repeats or default_repeats(cpu=2 if quick else 3, gpu=20)
     rows = []
     for name, model in models(frames, compute_dtype).items():
         if quick and name not in ("RubiksNet-tiny", BASELINE):
@@ -88,7 +89,6 @@ def run(repeats: int | None = None, quick: bool = False, batch: int | None = Non
         macs, n_params = flops.totals(flops.count(model, (1,) + shape[1:]))
         variables = model.init(jax.random.PRNGKey(0), jnp.zeros(shape, compute_dtype))
         for mode, fn in step_fns(model, variables).items():
-            n_rep = repeats or default_repeats(cpu=2 if quick else 3, gpu=20)
             t = time_fn(fn, make, n_rep)
             rows.append(dict(model=name, mode=mode, shape=list(shape), dtype=dtype, **t.as_dict(),
                              clips_per_s=batch / t.median_s, macs_per_clip=macs, params=n_params))

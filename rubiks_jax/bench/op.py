@@ -1,10 +1,12 @@
-"""Op suite: forward and forward+backward of rubiks_shift, impl="ffi" against impl="xla" in one run.
+"""Op suite: forward, backward and forward+backward of rubiks_shift, impl="ffi" against impl="xla"
+in one run.
 
 Modes: "fwd" (y), "bwd" (the input and shift gradients alone, from the residuals), "fwd+bwd"
 (both, as in training). Effective bandwidth is measured against the bytes the op must move (its
 memory floor): forward reads x and writes y; the backward reads dy and x and writes dx. So forward
-moves |x| + |y| elements, backward 2|x| + |y| and forward+backward 3|x| + 2|y|. A streaming copy-like kernel (y = 2x) timed in
-the same run gives the machine's achievable bandwidth, hence the floor time of each entry.
+moves |x| + |y| elements, backward 2|x| + |y| and forward+backward 3|x| + 2|y|. A streaming
+copy-like kernel (y = 2x) timed in the same run gives the machine's achievable bandwidth, hence the
+floor time of each entry.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rubiks_jax.layers.blocks import PointwiseConv, batch_norm, conv_init
+from rubiks_jax.layers.blocks import batch_norm, conv1x1, conv_init
 from rubiks_jax.models.rubiksnet import check_video
 from rubiks_jax.ops import integer_shift
 
@@ -46,9 +46,7 @@ class TSMBasicBlock(nn.Module):
         y = nn.relu(norm("bn1")(y))
         y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
         y = norm("bn2")(y)
-        pointwise = functools.partial(PointwiseConv, use_bias=False, dtype=self.dtype,
-                                      kernel_init=conv_init)
-        return nn.relu(y + _shortcut(x, self.features, self.stride, norm, pointwise))
+        return nn.relu(y + _shortcut(x, self.features, self.stride, norm, self.dtype))
 
 
 class TSMBottleneck(nn.Module):
@@ -62,21 +60,19 @@ class TSMBottleneck(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm = functools.partial(batch_norm, train, self.bn_axis_name, self.dtype)
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        pointwise = functools.partial(PointwiseConv, use_bias=False, dtype=self.dtype,
-                                      kernel_init=conv_init)
         y = tsm_temporal_shift(x)
-        y = nn.relu(norm("bn1")(pointwise(self.features, (1, 1), name="conv1")(y)))
+        y = nn.relu(norm("bn1")(conv1x1(self.features, 1, self.dtype, "conv1")(y)))
         y = conv(self.features, (3, 3), (self.stride, self.stride), padding=((1, 1), (1, 1)),
                  name="conv2")(y)
         y = nn.relu(norm("bn2")(y))
-        y = norm("bn3")(pointwise(self.features * 4, (1, 1), name="conv3")(y))
-        return nn.relu(y + _shortcut(x, self.features * 4, self.stride, norm, pointwise))
+        y = norm("bn3")(conv1x1(self.features * 4, 1, self.dtype, "conv3")(y))
+        return nn.relu(y + _shortcut(x, self.features * 4, self.stride, norm, self.dtype))
 
 
-def _shortcut(x, features, stride, norm, conv):
+def _shortcut(x, features, stride, norm, dtype):
     if stride == 1 and x.shape[-1] == features:
         return x
-    return norm("shortcut_bn")(conv(features, (1, 1), (stride, stride), name="shortcut")(x))
+    return norm("shortcut_bn")(conv1x1(features, stride, dtype, "shortcut")(x))
 
 
 class TSMResNet(nn.Module):
