@@ -10,6 +10,7 @@ Environment:
   CUDA_HOME / CUDA_PATH        CUDA toolkit root (default: nvcc on PATH, asked for its directories)
 """
 
+import glob
 import os
 import shlex
 import shutil
@@ -18,8 +19,14 @@ import subprocess
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
-CXX_FLAGS = ["-std=c++20", "-O3", "-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas"]
+# -ffp-contract=off: no FMA contraction, so the host kernels round like the CUDA kernels
+# (nvcc -fmad=false) and the two give the same bits.
+CXX_FLAGS = ["-std=c++20", "-O3", "-ffp-contract=off", "-fvisibility=hidden", "-Wall",
+             "-Wno-unknown-pragmas"]
+# -fmad=false: every float operation rounds on its own, as on the host (see CXX_FLAGS).
+NVCC_FLAGS = ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "-fmad=false"]
 CUDA_SOURCES = ["xla_ops/rubiks_shift_cuda.cu"]
+HEADERS = sorted(glob.glob("xla_ops/*.h"))  # rebuild when the shared kernel headers change
 
 
 def _system_includes() -> list[str]:
@@ -96,7 +103,7 @@ class BuildExt(build_ext):
         os.makedirs(self.build_temp, exist_ok=True)
         for src in ext.cuda_sources:
             obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
-            cmd = [nvcc, "-c", src, "-o", obj, "-std=c++20", "-O3", "--expt-relaxed-constexpr",
+            cmd = [nvcc, "-c", src, "-o", obj, *NVCC_FLAGS,
                    "-Xcompiler", "-fPIC,-fvisibility=hidden", *gencode]
             cmd += [f"-I{d}" for d in ext.include_dirs] + _system_includes()
             print(" ".join(cmd), flush=True)
@@ -111,8 +118,17 @@ def _extensions() -> list[Extension]:
             "rubiks_jax._rubiks_shift_cpu",
             sources=["xla_ops/rubiks_shift_cpu.cc", "xla_ops/cpu_module.cc"],
             extra_compile_args=CXX_FLAGS,
+            depends=HEADERS,
             language="c++",
-        )
+        ),
+        # The CUDA kernels' thread bodies run on the host, for the tests (needs no CUDA toolkit).
+        Extension(
+            "rubiks_jax._rubiks_shift_cuda_emulation",
+            sources=["xla_ops/cuda_emulation.cc", "xla_ops/cuda_emulation_module.cc"],
+            extra_compile_args=CXX_FLAGS,
+            depends=HEADERS,
+            language="c++",
+        ),
     ]
     nvcc = _want_cuda()
     if nvcc is not None:
@@ -124,6 +140,7 @@ def _extensions() -> list[Extension]:
             library_dirs=lib_dirs,
             libraries=["cudart_static", "dl", "rt", "pthread"],
             extra_compile_args=CXX_FLAGS,
+            depends=HEADERS,
             language="c++",
         )
         ext.cuda_sources = CUDA_SOURCES

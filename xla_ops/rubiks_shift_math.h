@@ -14,6 +14,8 @@
 #include <cstring>
 
 #if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #define RS_HD __host__ __device__ __forceinline__
 #else
 #define RS_HD inline
@@ -56,9 +58,18 @@ RS_HD uint32_t f32_to_bits(float f) {
 #endif
 }
 
+// bfloat16 / float16 conversions. On the GPU they are the hardware conversions (one instruction
+// each); on the host, bit manipulation with the same rounding (to nearest even, overflow to
+// infinity, subnormals kept). The two differ only in the payload of a NaN.
+#if defined(__CUDA_ARCH__)
+RS_HD float bf16_to_f32(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
+RS_HD uint16_t f32_to_bf16(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+RS_HD float f16_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+RS_HD uint16_t f32_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }
+#else
 RS_HD float bf16_to_f32(uint16_t h) { return bits_to_f32(static_cast<uint32_t>(h) << 16); }
 
-// Round to nearest even; NaN stays a (quiet) NaN.
+// NaN stays a (quiet) NaN.
 RS_HD uint16_t f32_to_bf16(float f) {
   uint32_t u = f32_to_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
@@ -78,7 +89,6 @@ RS_HD float f16_to_f32(uint16_t h) {
   return bits_to_f32(sign | ((exponent + 112u) << 23) | (mantissa << 13));
 }
 
-// Round to nearest even, overflow to infinity, subnormals kept, NaN stays NaN.
 RS_HD uint16_t f32_to_f16(float f) {
   uint32_t u = f32_to_bits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
@@ -93,6 +103,7 @@ RS_HD uint16_t f32_to_f16(float f) {
   u -= 112u << 23;
   return sign | static_cast<uint16_t>(u >> 13);
 }
+#endif
 
 enum class DType { kF32, kBF16, kF16 };
 
@@ -165,17 +176,22 @@ RS_HD ChannelShift channel_shift(const float* shift3, bool quantize) {
   return cs;
 }
 
-// Weight of corner k in {0, 1} at fraction r, and its derivative with respect to the shift.
+// Weight of corner k in {0, 1} at fraction r (its derivative with respect to the shift is -1, +1).
 RS_HD float corner_weight(float r, int k) { return k ? r : 1.f - r; }
-RS_HD float corner_dweight(int k) { return k ? 1.f : -1.f; }
 
-// Forward tap: input index read by output index `o` for corner k on axis a, or -1 if outside.
-RS_HD int64_t forward_tap(const Geometry& g, const ChannelShift& cs, int a, int64_t o, int k) {
-  const int64_t i = o * g.stride[a] - g.pad[a] + cs.q[a] + k;
-  return (i >= 0 && i < g.in[a]) ? i : -1;
+// Floor of a / b for b > 0 and any sign of a.
+template <typename I>
+RS_HD I floor_div(I a, I b) {
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
-// Adjoint tap: output index whose corner k reads input index `i` on axis a, or -1 if none does.
+// Input index of output index `o` on axis a for corner k (forward), and whether it lies inside.
+RS_HD int64_t forward_index(const Geometry& g, const ChannelShift& cs, int a, int64_t o, int k) {
+  return o * g.stride[a] - g.pad[a] + cs.q[a] + k;
+}
+RS_HD bool forward_inside(const Geometry& g, int a, int64_t i) { return i >= 0 && i < g.in[a]; }
+
+// Output index whose corner k reads input index `i` on axis a (adjoint), or -1 if none does.
 RS_HD int64_t adjoint_tap(const Geometry& g, const ChannelShift& cs, int a, int64_t i, int k) {
   const int64_t num = i + g.pad[a] - cs.q[a] - k;
   if (num < 0) return -1;
@@ -189,89 +205,311 @@ RS_HD int64_t offset(const Geometry& g, int64_t n, int64_t t, int64_t h, int64_t
   return (((n * extent[0] + t) * extent[1] + h) * extent[2] + w) * g.c;
 }
 
+RS_HD int64_t clamp_index(int64_t i, int64_t extent) {
+  return i < 0 ? 0 : (i >= extent ? extent - 1 : i);
+}
+
 // ---------------------------------------------------------------------------------------------
-// Per-point kernels. `src` is indexed channels-last with spatial extents `src_extent`; c is added
-// by the caller through the pointer. All accumulate in f32 in a fixed order.
+// Row-wise kernels, shared by the CPU and CUDA kernels (and the CUDA kernels' host emulation).
+//
+// A row is one (n, p0, p1) line of destination points along w. For one channel, the t and h
+// corners, their weights and the four source rows are the same along the whole row: they are set
+// up once (RowSetup) and a cursor walks w. Every corner is loaded from a valid address (absent
+// corners read a clamped in-range element) and its term is then kept or dropped by a select, so a
+// GPU thread issues all 8 loads at once instead of one per branch. Dropping a term leaves the
+// accumulator untouched, exactly as skipping it would: an absent corner or one of weight 0 never
+// adds 0 * inf = NaN or turns -0 into +0, and the results are the same bits on every platform
+// that rounds each float operation separately (no FMA contraction: the builds pass
+// -ffp-contract=off to the host compiler and -fmad=false to nvcc).
+//
+// I is the offset type: int32_t when every tensor has fewer than 2^31 elements and every axis'
+// index arithmetic fits (fits_32bit below), else int64_t.
 // ---------------------------------------------------------------------------------------------
 
-// y[n, ot, oh, ow, c] (forward) or dx[n, it, ih, iw, c] (input gradient, src = dy): both are a sum
-// of 8 corner reads with weights wt * wh * ww; they differ in how the corner index is found.
-template <DType D, bool kAdjoint>
-RS_HD float interpolate_point(const typename Storage<D>::T* src, const Geometry& g,
-                              const ChannelShift& cs, int64_t n, int64_t p0, int64_t p1,
-                              int64_t p2, int64_t c) {
-  if (!cs.finite) return NAN;
+// Shift along w saturated so that w index arithmetic stays within a few extents of 0: a shift
+// past every input (forward) or output (adjoint) column leaves every corner absent, saturated or not.
+RS_HD int64_t saturated_q(const Geometry& g, const ChannelShift& cs, int a) {
+  const int64_t lo = -(g.out[a] * g.stride[a] + g.pad[a] + 2), hi = g.in[a] + g.pad[a] + 2;
+  return cs.q[a] < lo ? lo : (cs.q[a] > hi ? hi : cs.q[a]);
+}
+
+// True when the 32-bit kernels may be used: tensors below 2^31 elements and every index along any
+// axis (with the saturated shift) far from the int32 limits.
+RS_HD bool fits_32bit(const Geometry& g) {
+  const int64_t limit = int64_t{1} << 31;
+  int64_t in_elems = g.n * g.c, out_elems = g.n * g.c;
+  for (int a = 0; a < 3; ++a) {
+    in_elems *= g.in[a];
+    out_elems *= g.out[a];
+    if (4 * (g.in[a] + g.out[a] * g.stride[a] + 2 * g.pad[a] + 4) >= limit) return false;
+  }
+  return g.n >= 0 && in_elems < limit && out_elems < limit;
+}
+
+template <typename I>
+struct RowSetup {
+  I src[2][2];      // element offset of source (n, t_i, h_j, w = 0, c); a valid row where absent
+  bool t_on[2];     // t corner i present
+  bool h_on[2];     // h corner j present
+  bool w_use[2];    // w corner k may be present (interpolation: weight nonzero)
+  float wt[2], wh[2], ww[2];
+};
+
+// Setup of destination row (n, p0, p1), channel c. kAdjoint: the destination is dx and the source
+// dy (input gradient); otherwise y from x (forward). kWeighted: corners of weight 0 are absent
+// (interpolation); the shift gradient keeps them (their derivative weight is +-1).
+template <typename I, bool kAdjoint, bool kWeighted>
+RS_HD RowSetup<I> row_setup(const Geometry& g, const ChannelShift& cs, int64_t n, int64_t p0,
+                            int64_t p1, int64_t c) {
+  RowSetup<I> r;
   const int64_t* src_extent = kAdjoint ? g.out : g.in;
-  int64_t idx[3][2];
-  const int64_t pos[3] = {p0, p1, p2};
-  for (int a = 0; a < 3; ++a)
-    for (int k = 0; k < 2; ++k)
-      idx[a][k] = kAdjoint ? adjoint_tap(g, cs, a, pos[a], k) : forward_tap(g, cs, a, pos[a], k);
-  // Corners outside the input or of weight 0 are skipped: an integer shift reads one corner per
-  // axis, and an infinite neighbour of weight 0 cannot turn the result into NaN.
-  for (int a = 0; a < 3; ++a)
-    for (int k = 0; k < 2; ++k)
-      if (corner_weight(cs.r[a], k) == 0.f) idx[a][k] = -1;
-  float acc = 0.f;
-  for (int i = 0; i < 2; ++i) {
-    if (idx[0][i] < 0) continue;
-    float acc_t = 0.f;
-    for (int j = 0; j < 2; ++j) {
-      if (idx[1][j] < 0) continue;
-      float acc_h = 0.f;
-      for (int k = 0; k < 2; ++k) {
-        if (idx[2][k] < 0) continue;
-        const float v =
-            Storage<D>::load(src[offset(g, n, idx[0][i], idx[1][j], idx[2][k], src_extent) + c]);
-        acc_h += corner_weight(cs.r[2], k) * v;
-      }
-      acc_t += corner_weight(cs.r[1], j) * acc_h;
+  int64_t it[2], ih[2];
+  for (int k = 0; k < 2; ++k) {
+    r.wt[k] = corner_weight(cs.r[0], k);
+    r.wh[k] = corner_weight(cs.r[1], k);
+    r.ww[k] = corner_weight(cs.r[2], k);
+    if constexpr (kAdjoint) {
+      it[k] = adjoint_tap(g, cs, 0, p0, k);
+      ih[k] = adjoint_tap(g, cs, 1, p1, k);
+      r.t_on[k] = it[k] >= 0;
+      r.h_on[k] = ih[k] >= 0;
+    } else {
+      it[k] = forward_index(g, cs, 0, p0, k);
+      ih[k] = forward_index(g, cs, 1, p1, k);
+      r.t_on[k] = forward_inside(g, 0, it[k]);
+      r.h_on[k] = forward_inside(g, 1, ih[k]);
     }
-    acc += corner_weight(cs.r[0], i) * acc_t;
+    if (kWeighted) {
+      r.t_on[k] = r.t_on[k] && r.wt[k] != 0.f;
+      r.h_on[k] = r.h_on[k] && r.wh[k] != 0.f;
+      r.w_use[k] = r.ww[k] != 0.f;
+    } else {
+      r.w_use[k] = true;
+    }
+    it[k] = clamp_index(it[k], src_extent[0]);
+    ih[k] = clamp_index(ih[k], src_extent[1]);
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j) r.src[i][j] = static_cast<I>(offset(g, n, it[i], ih[j], 0, src_extent) + c);
+  return r;
+}
+
+// Cursor over the w corners of consecutive destination points of a row. At each point it gives,
+// per corner k, the element offset (times C) of the source column, clamped to the row, and whether
+// the corner is present.
+// Forward: corner k of output column o reads input column o * sw - pad + q + k.
+// Adjoint (input gradient): corner k of output column o reads input column p when
+// p + pad - q - k = o * sw, so the cursor tracks o and the remainder for each corner; moving to
+// p + 1 adds 1 to the remainder and carries into o, so no division per point. kUnitW: sw == 1.
+template <typename I, bool kAdjoint, bool kUnitW>
+struct WCursor {
+  I idx[2];      // source column of corner k (forward), or output column o_k (adjoint)
+  I rem[2];      // adjoint only: (p + pad - q - k) - o_k * sw, in [0, sw)
+  I step, stride, extent, c;
+  bool use[2];
+
+  RS_HD WCursor(const Geometry& g, const ChannelShift& cs, const bool (&w_use)[2], int64_t p) {
+    const int64_t q = saturated_q(g, cs, 2), sw = kUnitW ? 1 : g.stride[2];
+    stride = static_cast<I>(sw);
+    c = static_cast<I>(g.c);
+    for (int k = 0; k < 2; ++k) {
+      use[k] = w_use[k];
+      if constexpr (kAdjoint) {
+        const int64_t num = p + g.pad[2] - q - k;
+        const int64_t o = floor_div<int64_t>(num, sw);
+        idx[k] = static_cast<I>(o);
+        rem[k] = static_cast<I>(num - o * sw);
+      } else {
+        idx[k] = static_cast<I>(p * sw - g.pad[2] + q + k);
+        rem[k] = 0;
+      }
+    }
+    extent = static_cast<I>(kAdjoint ? g.out[2] : g.in[2]);
+    step = static_cast<I>(kAdjoint ? 1 : sw);
+  }
+
+  RS_HD bool on(int k) const {
+    const bool inside = idx[k] >= 0 && idx[k] < extent;
+    if constexpr (kAdjoint && !kUnitW) return use[k] && inside && rem[k] == 0;
+    return use[k] && inside;
+  }
+
+  RS_HD I offset(int k) const {
+    const I i = idx[k] < 0 ? I{0} : (idx[k] >= extent ? extent - 1 : idx[k]);
+    return i * c;
+  }
+
+  RS_HD void advance() {
+    for (int k = 0; k < 2; ++k) {
+      if constexpr (kAdjoint && !kUnitW) {
+        const I r = rem[k] + 1;
+        const bool carry = r == stride;
+        rem[k] = carry ? I{0} : r;
+        idx[k] += carry ? I{1} : I{0};
+      } else {
+        idx[k] += step;
+      }
+    }
+  }
+};
+
+// One destination point: the 8-corner weighted sum, accumulated in f32 in the order t, h, w.
+template <DType D, typename I>
+RS_HD float interpolate_point(const typename Storage<D>::T* src, const RowSetup<I>& r,
+                              const I (&w_off)[2], const bool (&w_on)[2]) {
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float acc_t = 0.f;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      float acc_h = 0.f;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const float v = Storage<D>::load(src[r.src[i][j] + w_off[k]]);
+        const float sum = acc_h + r.ww[k] * v;
+        acc_h = w_on[k] ? sum : acc_h;
+      }
+      const float sum = acc_t + r.wh[j] * acc_h;
+      acc_t = r.h_on[j] ? sum : acc_t;
+    }
+    const float sum = acc + r.wt[i] * acc_t;
+    acc = r.t_on[i] ? sum : acc;
   }
   return acc;
 }
 
-// Adds dy[n, ot, oh, ow, c] * d y / d shift[c, a] to grad[a] for a = t, h, w. cs must come from the
-// unquantized shift (straight-through estimator for quantize=True).
-template <DType D>
-RS_HD void shift_grad_point(const typename Storage<D>::T* x, const typename Storage<D>::T* dy,
-                            const Geometry& g, const ChannelShift& cs, int64_t n, int64_t ot,
-                            int64_t oh, int64_t ow, int64_t c, float grad[3]) {
-  const float upstream = Storage<D>::load(dy[offset(g, n, ot, oh, ow, g.out) + c]);
+// Destination points [begin, end) of row (n, p0, p1), channel c: y from x (forward) or dx from dy
+// (kAdjoint). `dst` points at channel c of the destination row's w = 0.
+template <DType D, bool kAdjoint, bool kUnitW, typename I>
+RS_HD void interpolate_row(const typename Storage<D>::T* __restrict__ src,
+                           typename Storage<D>::T* __restrict__ dst, const Geometry& g,
+                           const ChannelShift& cs, int64_t n, int64_t p0, int64_t p1, int64_t c,
+                           int64_t begin, int64_t end) {
+  const I C = static_cast<I>(g.c);
   if (!cs.finite) {
-    grad[0] = grad[1] = grad[2] = NAN;
+    for (I p = static_cast<I>(begin); p < static_cast<I>(end); ++p)
+      dst[p * C] = Storage<D>::store(NAN);
     return;
   }
-  int64_t idx[3][2];
-  const int64_t pos[3] = {ot, oh, ow};
-  for (int a = 0; a < 3; ++a)
-    for (int k = 0; k < 2; ++k) idx[a][k] = forward_tap(g, cs, a, pos[a], k);
-  float gt = 0.f, gh = 0.f, gw = 0.f;
-  for (int i = 0; i < 2; ++i) {
-    if (idx[0][i] < 0) continue;
-    for (int j = 0; j < 2; ++j) {
-      if (idx[1][j] < 0) continue;
-      for (int k = 0; k < 2; ++k) {
-        if (idx[2][k] < 0) continue;
-        const float v = Storage<D>::load(x[offset(g, n, idx[0][i], idx[1][j], idx[2][k], g.in) + c]);
-        const float wt = corner_weight(cs.r[0], i), wh = corner_weight(cs.r[1], j),
-                    ww = corner_weight(cs.r[2], k);
-        gt += corner_dweight(i) * wh * ww * v;
-        gh += wt * corner_dweight(j) * ww * v;
-        gw += wt * wh * corner_dweight(k) * v;
-      }
-    }
+  const RowSetup<I> r = row_setup<I, kAdjoint, /*kWeighted=*/true>(g, cs, n, p0, p1, c);
+  WCursor<I, kAdjoint, kUnitW> w(g, cs, r.w_use, begin);
+#pragma unroll 1
+  for (I p = static_cast<I>(begin); p < static_cast<I>(end); ++p) {
+    const I w_off[2] = {w.offset(0), w.offset(1)};
+    const bool w_on[2] = {w.on(0), w.on(1)};
+    dst[p * C] = Storage<D>::store(interpolate_point<D, I>(src, r, w_off, w_on));
+    w.advance();
   }
-  grad[0] += upstream * gt;
-  grad[1] += upstream * gh;
-  grad[2] += upstream * gw;
 }
 
-// Rows of the shift-gradient reduction: chunk p of P covers output rows [begin, end) of the
-// N * To * Ho rows. The partition depends only on the shape, never on the thread count, so the
-// two-pass reduction (per-chunk partial sums, then chunks summed in order) is bit-reproducible.
-RS_HD int64_t chunk_begin(int64_t rows, int64_t chunks, int64_t p) { return rows * p / chunks; }
+// Adds the shift gradient of output points [begin, end) of row (n, ot, oh), channel c, to
+// grad[0..2]: per point dy * d y / d shift, summed in increasing ow. cs must come from the unquantized shift
+// (straight-through estimator for quantize=True).
+template <DType D, typename I>
+RS_HD void shift_grad_row(const typename Storage<D>::T* __restrict__ x,
+                          const typename Storage<D>::T* __restrict__ dy, const Geometry& g,
+                          const ChannelShift& cs, int64_t n, int64_t ot, int64_t oh, int64_t c,
+                          int64_t begin, int64_t end, float (&grad)[3]) {
+  if (!cs.finite) {
+    if (end > begin) grad[0] = grad[1] = grad[2] = NAN;
+    return;
+  }
+  const RowSetup<I> r = row_setup<I, /*kAdjoint=*/false, /*kWeighted=*/false>(g, cs, n, ot, oh, c);
+  const I C = static_cast<I>(g.c);
+  const typename Storage<D>::T* dy_row = dy + static_cast<I>(offset(g, n, ot, oh, 0, g.out) + c);
+  // Corner (i, j, k) enters the t sum with weight dw(i) * wh[j] * ww[k], where the derivative
+  // weight dw is -1 for corner 0 and +1 for corner 1; the h and w sums likewise. Multiplying by -1
+  // is exact, so the term is +-(wh[j] * ww[k]) * v: 12 products instead of 24 weights, and the same
+  // bits as forming (dw * wh) * ww first.
+  float pt[2][2], ph[2][2], pw[2][2];
+#pragma unroll
+  for (int a = 0; a < 2; ++a)
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      pt[a][b] = r.wh[a] * r.ww[b];
+      ph[a][b] = r.wt[a] * r.ww[b];
+      pw[a][b] = r.wt[a] * r.wh[b];
+    }
+  float g0 = grad[0], g1 = grad[1], g2 = grad[2];
+  WCursor<I, /*kAdjoint=*/false, /*kUnitW=*/false> w(g, cs, r.w_use, begin);
+#pragma unroll 1
+  for (I ow = static_cast<I>(begin); ow < static_cast<I>(end); ++ow) {
+    const float upstream = Storage<D>::load(dy_row[ow * C]);
+    const I w_off[2] = {w.offset(0), w.offset(1)};
+    const bool w_on[2] = {w.on(0), w.on(1)};
+    float gt = 0.f, gh = 0.f, gw = 0.f;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const float v = Storage<D>::load(x[r.src[i][j] + w_off[k]]);
+          const bool on = r.t_on[i] && r.h_on[j] && w_on[k];
+          const float mt = pt[j][k] * v, mh = ph[i][k] * v, mw = pw[i][j] * v;
+          const float st = i ? gt + mt : gt - mt, sh = j ? gh + mh : gh - mh,
+                      sw = k ? gw + mw : gw - mw;
+          gt = on ? st : gt;
+          gh = on ? sh : gh;
+          gw = on ? sw : gw;
+        }
+    g0 += upstream * gt;
+    g1 += upstream * gh;
+    g2 += upstream * gw;
+    w.advance();
+  }
+  grad[0] = g0;
+  grad[1] = g1;
+  grad[2] = g2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shift gradient's deterministic reduction. Pass 1: chunk p of P covers output points
+// [chunk_begin(p), chunk_begin(p + 1)) of the N * To * Ho * Wo points (row-major) and, per channel,
+// sums them in that order (shift_grad_row over the pieces of rows it covers). Pass 2: entry i = 3 * c + a of dshift is the sum over chunks, formed as
+// kReduceLanes interleaved lane sums (lane l adds chunks l, l + L, ... in order) followed by a tree
+// of fixed shape. P comes from the shape only, so every platform and rerun gives the same bits.
+// ---------------------------------------------------------------------------------------------
+RS_HD int64_t chunk_begin(int64_t points, int64_t chunks, int64_t p) { return points * p / chunks; }
+
+// Adds the shift gradient of channel c over output points [begin, end) to grad, row piece by row
+// piece in point order.
+template <DType D, typename I>
+RS_HD void shift_grad_points(const typename Storage<D>::T* __restrict__ x,
+                             const typename Storage<D>::T* __restrict__ dy, const Geometry& g,
+                             const ChannelShift& cs, int64_t begin, int64_t end, int64_t c,
+                             float (&grad)[3]) {
+  const int64_t wo = g.out[2];
+  if (begin >= end) return;
+  int64_t row = begin / wo, ow = begin - row * wo;
+  int64_t oh = row % g.out[1], ot = (row / g.out[1]) % g.out[0], n = row / (g.out[1] * g.out[0]);
+  for (int64_t p = begin; p < end;) {
+    const int64_t stop = end - p < wo - ow ? ow + (end - p) : wo;
+    shift_grad_row<D, I>(x, dy, g, cs, n, ot, oh, c, ow, stop, grad);
+    p += stop - ow;
+    ow = 0;
+    if (++oh == g.out[1]) {  // next row: carry into t, then n
+      oh = 0;
+      if (++ot == g.out[0]) ot = 0, ++n;
+    }
+  }
+}
+
+constexpr int kReduceLanes = 64;
+
+RS_HD float reduce_lane_sum(const float* partials, int64_t chunks, int64_t c3, int64_t i,
+                            int lane) {
+  float s = 0.f;
+#pragma unroll 4
+  for (int64_t p = lane; p < chunks; p += kReduceLanes) s += partials[p * c3 + i];
+  return s;
+}
+
+// One step of the tree over lane sums: lane l < half adds lane l + half.
+RS_HD void reduce_tree_step(float* lane_sums, int lane, int half, int lane_stride) {
+  if (lane < half) lane_sums[lane * lane_stride] += lane_sums[(lane + half) * lane_stride];
+}
 
 }  // namespace rubiks
 

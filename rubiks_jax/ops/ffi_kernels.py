@@ -25,33 +25,46 @@ FORWARD = "rubiks_shift_forward"
 GRAD_INPUT = "rubiks_shift_grad_input"
 GRAD_SHIFT = "rubiks_shift_grad_shift"
 
-# Upper bound on the chunks of the deterministic shift-gradient reduction (its scratch is
-# chunks x C x 3 float32); the chunking depends only on the shape.
-MAX_REDUCTION_CHUNKS = 1024
+# The shift gradient's deterministic reduction sums chunks of about POINTS_PER_CHUNK output points
+# (one GPU thread per chunk and channel), at most MAX_REDUCTION_CHUNKS of them (its scratch is
+# chunks x C x 3 float32). The chunking depends only on the shape, so results are bit-reproducible
+# and the same on every platform.
+POINTS_PER_CHUNK = 32
+MAX_REDUCTION_CHUNKS = 4096
+
+# Compiled modules and the platform their handlers are registered for. The emulation module runs the
+# CUDA kernels' thread bodies on the host (test-only targets named *_cuda_emulation).
+_MODULES = {"_rubiks_shift_cpu": "cpu", "_rubiks_shift_cuda": "CUDA",
+            "_rubiks_shift_cuda_emulation": "cpu"}
 
 
 @functools.cache
-def _registered_platforms() -> tuple[str, ...]:
-    platforms = []
-    for module, platform in (("_rubiks_shift_cpu", "cpu"), ("_rubiks_shift_cuda", "CUDA")):
+def _registered_modules() -> tuple[str, ...]:
+    found = []
+    for module, platform in _MODULES.items():
         try:
             lib = importlib.import_module(f"rubiks_jax.{module}")
         except ImportError:
             continue
         for name, capsule in lib.registrations().items():
             jax.ffi.register_ffi_target(name, capsule, platform=platform)
-        platforms.append(platform)
-    return tuple(platforms)
+        found.append(module)
+    return tuple(found)
 
 
 def available() -> bool:
     """True when the compiled CPU kernels are importable (and registered)."""
-    return "cpu" in _registered_platforms()
+    return "_rubiks_shift_cpu" in _registered_modules()
 
 
 def cuda_built() -> bool:
     """True when the CUDA kernels were compiled into this installation."""
-    return "CUDA" in _registered_platforms()
+    return "_rubiks_shift_cuda" in _registered_modules()
+
+
+def cuda_emulation_built() -> bool:
+    """True when the host emulation of the CUDA kernels (a test facility) is importable."""
+    return "_rubiks_shift_cuda_emulation" in _registered_modules()
 
 
 def _attrs(geo: Geometry) -> dict[str, np.int64]:
@@ -62,8 +75,8 @@ def _attrs(geo: Geometry) -> dict[str, np.int64]:
 
 
 def reduction_chunks(n: int, geo: Geometry) -> int:
-    rows = n * geo.out_size[0] * geo.out_size[1]
-    return max(1, min(rows, MAX_REDUCTION_CHUNKS))
+    points = n * int(np.prod(geo.out_size))
+    return max(1, min(points // POINTS_PER_CHUNK, MAX_REDUCTION_CHUNKS))
 
 
 # ------------------------------------------------------------------------------------------------

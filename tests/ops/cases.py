@@ -1,5 +1,6 @@
 """Random test cases for the RubiksShift op: odd sizes, C = 1 and C not a multiple of 8, strides,
-padding, zero / integer / negative / out-of-frame shifts."""
+padding, zero / integer / negative / out-of-frame shifts (and, for the kernel-against-kernel
+comparisons only, shifts beyond int32 and non-finite ones)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def make_shift(kind: str, channels: int, rng: np.random.Generator) -> np.ndarray
         s = rng.integers(-3, 4, (channels, 3)).astype(np.float64)
     elif kind == "zero":
         s = np.zeros((channels, 3))
+    elif kind == "extreme":  # past any frame, beyond int32, and non-finite, beside ordinary ones
+        s = rng.uniform(-2.0, 2.0, (channels, 3))
+        pool = np.array([3e9, -3e9, 1e6, -1e6, 2.0**31, -(2.0**31), np.inf, -np.inf, np.nan])
+        pick = rng.random((channels, 3)) < 0.3
+        s[pick] = rng.choice(pool, int(pick.sum()))
     elif kind == "mixed":  # integers, halves, negatives and fractions side by side
         s = rng.uniform(-3.0, 3.0, (channels, 3))
         s[::3] = np.round(s[::3])

@@ -1,0 +1,99 @@
+"""The CUDA kernels' own bodies (thread index mapping, w segments, 32- and 64-bit offsets, the
+shift gradient's chunked pass 1 and block-reduced pass 2), run on the host over the grid the CUDA
+handlers launch, against the CPU kernels bit for bit. Only the hardware stays untested here."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rubiks_jax.ops import ffi_kernels
+from rubiks_jax.ops.geometry import Geometry
+from tests.ops.cases import CASES, Case, make_inputs
+
+pytestmark = pytest.mark.skipif(
+    not (ffi_kernels.available() and ffi_kernels.cuda_emulation_built()),
+    reason="CPU kernels or their CUDA emulation module not built")
+
+# Channels 1 / 13 / 33 / 72 (a warp spans one or several rows and segments), W past one segment
+# (kSegmentTarget = 32), strides 1-3 on every axis, padding, and every kind of shift.
+EMULATION_CASES = CASES + [
+    Case((1, 3, 5, 70, 13), stride=(1, 1, 1), padding=(0, 1, 0), shifts="large", seed=21),
+    Case((2, 4, 6, 33, 33), stride=(2, 3, 1), padding=(1, 2, 0), shifts="mixed", seed=22),
+    Case((1, 5, 4, 40, 72), stride=(1, 2, 3), padding=(2, 0, 1), shifts="uniform", seed=23),
+    Case((2, 3, 7, 11, 1), stride=(3, 1, 2), padding=(0, 0, 2), shifts="integer", seed=24),
+    Case((1, 4, 5, 66, 13), stride=(1, 1, 2), padding=(1, 1, 1), shifts="extreme", seed=25),
+    Case((3, 2, 3, 9, 33), stride=(2, 2, 2), padding=(2, 2, 2), shifts="extreme", seed=26),
+]
+
+
+def _attrs(case: Case, **extra) -> dict:
+    return dict(ffi_kernels._attrs(Geometry(case.shape[1:4], case.stride, case.padding)), **extra)
+
+
+def _emulated(x, shift, dy, case: Case, quantize: bool, force_64bit: bool):
+    geo = Geometry(case.shape[1:4], case.stride, case.padding)
+    n, c = x.shape[0], x.shape[-1]
+    y = jax.ffi.ffi_call("rubiks_shift_forward_cuda_emulation",
+                         jax.ShapeDtypeStruct((n, *geo.out_size, c), x.dtype))(
+        x, shift, quantize=quantize, force_64bit=force_64bit, **_attrs(case))
+    dx = jax.ffi.ffi_call("rubiks_shift_grad_input_cuda_emulation",
+                          jax.ShapeDtypeStruct(x.shape, x.dtype))(
+        dy, shift, quantize=quantize, force_64bit=force_64bit, **_attrs(case))
+    chunks = ffi_kernels.reduction_chunks(n, geo)
+    dshift, _ = jax.ffi.ffi_call(
+        "rubiks_shift_grad_shift_cuda_emulation",
+        (jax.ShapeDtypeStruct((c, 3), jnp.float32),
+         jax.ShapeDtypeStruct((chunks, c, 3), jnp.float32)))(
+        x, dy, shift, force_64bit=force_64bit, **_attrs(case))
+    return y, dx, dshift
+
+
+def _cpu(x, shift, dy, case: Case, quantize: bool):
+    geo = Geometry(case.shape[1:4], case.stride, case.padding)
+    return (ffi_kernels.forward(x, shift, geo, quantize),
+            ffi_kernels.grad_input(dy, shift, geo, quantize),
+            ffi_kernels.grad_shift(x, dy, shift, geo))
+
+
+def _bits(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint16)
+
+
+def _compare(case: Case, dtype, quantize: bool, force_64bit: bool):
+    x, shift, dy = (jnp.asarray(v) for v in make_inputs(case, dtype))
+    emulated = _emulated(x, shift, dy, case, quantize, force_64bit)
+    expected = _cpu(x, shift, dy, case, quantize)
+    for name, e, c in zip(("y", "dx", "dshift"), emulated, expected):
+        assert e.shape == c.shape and e.dtype == c.dtype, name
+        # Bit for bit: an element no thread wrote keeps the emulation's sentinel NaN (all ones),
+        # which differs from every value the CPU kernels write, NaNs included.
+        mismatched = int(np.sum(_bits(e) != _bits(c)))
+        assert mismatched == 0, f"{name}: {mismatched} of {np.size(c)} elements differ"
+
+
+@pytest.mark.parametrize("quantize", [False, True], ids=["fractional", "quantized"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16],
+                         ids=["f32", "bf16", "f16"])
+@pytest.mark.parametrize("case", EMULATION_CASES, ids=str)
+def test_emulated_cuda_kernels_match_cpu_bit_for_bit(case, dtype, quantize):
+    _compare(case, dtype, quantize, force_64bit=False)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", EMULATION_CASES, ids=str)
+def test_emulated_64bit_offset_kernels_match_cpu_bit_for_bit(case, dtype):
+    """The variants for tensors of 2^31 elements or more, forced on small tensors."""
+    _compare(case, dtype, quantize=False, force_64bit=True)
+
+
+def test_emulation_sentinel_reveals_unwritten_elements():
+    """The comparison above can fail: an element the CPU writes differs from the sentinel."""
+    case = EMULATION_CASES[0]
+    x, shift, dy = (jnp.asarray(v) for v in make_inputs(case))
+    y_cpu = _cpu(x, shift, dy, case, False)[0]
+    sentinel = np.full(np.shape(y_cpu), 0xFFFFFFFF, np.uint32)
+    assert np.all(_bits(y_cpu) != sentinel)
