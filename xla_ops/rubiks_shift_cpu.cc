@@ -93,7 +93,9 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
     T* out = reinterpret_cast<T*>(dst->untyped_data());
     auto body = [=](int64_t begin, int64_t end) {
       const ChannelShift* shifts = cs->data();
-      with_interpolation_variant(g, /*force_64bit=*/false, [&]<bool kUnitW, typename I>() {
+      // 64-bit offsets on the host: x86-64 addresses with 64-bit indices, and 32-bit ones would
+      // cost a sign extension per load (measured 7-15% slower at the paper shape).
+      with_interpolation_variant(g, /*force_64bit=*/true, [&]<bool kUnitW, typename I>() {
         for (int64_t r = begin; r < end; ++r) {
           const int64_t p1 = r % e1;
           const int64_t p0 = (r / e1) % e0;
@@ -152,7 +154,7 @@ ffi::Future GradShift(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
     const T* dys = reinterpret_cast<const T*>(dy.untyped_data());
     auto body = [=](int64_t chunk_lo, int64_t chunk_hi) {
       const ChannelShift* shifts = cs->data();
-      with_index_type(g, /*force_64bit=*/false, [&]<typename I>() {
+      with_index_type(g, /*force_64bit=*/true, [&]<typename I>() {  // as in interpolate
         for (int64_t p = chunk_lo; p < chunk_hi; ++p) {
           const int64_t begin = chunk_begin(points, chunks, p);
           const int64_t end = chunk_begin(points, chunks, p + 1);

@@ -353,8 +353,78 @@ struct WCursor {
   }
 };
 
+// Interior [lo, hi) of destination points whose two w corners are both present, clipped to
+// [begin, end): there the source offset of corner 0 starts at `first` and advances by `step`, and
+// corner 1 sits `next` elements from it, so a point needs no cursor, clamp or select along w.
+// Forward: corner 0 of output o is input o * sw - pad + q, corner 1 the next column. Adjoint at unit
+// w stride: corner 0 of input p is output p + pad - q, corner 1 the one before it. (At other
+// strides each corner hits only every sw-th input column: no interior, the cursor walks the row.)
+template <typename I>
+struct WInterior {
+  I lo, hi, first, step, next;
+};
+
+template <typename I, bool kAdjoint, bool kUnitW>
+RS_HD WInterior<I> w_interior(const Geometry& g, const ChannelShift& cs, const bool (&w_use)[2],
+                              int64_t begin, int64_t end) {
+  int64_t lo = end, hi = end, first = 0, step = 0, next = 0;
+  const int64_t q = saturated_q(g, cs, 2), pad = g.pad[2], sw = kUnitW ? 1 : g.stride[2];
+  if (w_use[0] && w_use[1]) {
+    if constexpr (!kAdjoint) {
+      lo = -floor_div<int64_t>(q - pad, sw);  // ceil((pad - q) / sw)
+      hi = floor_div<int64_t>(g.in[2] - 2 + pad - q, sw) + 1;
+      step = sw * g.c, next = g.c;
+    } else if constexpr (kUnitW) {
+      lo = q - pad + 1;
+      hi = g.out[2] + q - pad;
+      step = g.c, next = -g.c;
+    }
+  }
+  lo = lo < begin ? begin : (lo > end ? end : lo);
+  hi = hi < lo ? lo : (hi > end ? end : hi);
+  if (hi > lo) first = (kAdjoint ? lo + pad - q : lo * sw - pad + q) * g.c;
+  return {static_cast<I>(lo), static_cast<I>(hi), static_cast<I>(first), static_cast<I>(step),
+          static_cast<I>(next)};
+}
+
+// Calls point.template operator()<kAllOn>(p, w_off, w_on) for p in [begin, end) in increasing
+// order: the edges through the cursor, the interior with constant steps. kAllOn: all 8 corners are
+// present (interior point of a row whose t and h corners are all present), so the point function
+// compiles without its selects.
+template <typename I, bool kAdjoint, bool kUnitW, typename Point>
+RS_HD void walk_row(const Geometry& g, const ChannelShift& cs, const RowSetup<I>& r, int64_t begin,
+                    int64_t end, Point&& point) {
+  const WInterior<I> in = w_interior<I, kAdjoint, kUnitW>(g, cs, r.w_use, begin, end);
+  auto edge = [&](I from, I to) {
+    if (from >= to) return;
+    WCursor<I, kAdjoint, kUnitW> w(g, cs, r.w_use, from);
+#pragma unroll 1
+    for (I p = from; p < to; ++p) {
+      const I w_off[2] = {w.offset(0), w.offset(1)};
+      const bool w_on[2] = {w.on(0), w.on(1)};
+      point.template operator()<false>(p, w_off, w_on);
+      w.advance();
+    }
+  };
+  auto interior = [&]<bool kAllOn>() {
+    const bool w_on[2] = {true, true};
+    I off = in.first;
+#pragma unroll 1
+    for (I p = in.lo; p < in.hi; ++p, off += in.step) {
+      const I w_off[2] = {off, off + in.next};
+      point.template operator()<kAllOn>(p, w_off, w_on);
+    }
+  };
+  edge(static_cast<I>(begin), in.lo);
+  if (r.t_on[0] && r.t_on[1] && r.h_on[0] && r.h_on[1])
+    interior.template operator()<true>();
+  else
+    interior.template operator()<false>();
+  edge(in.hi, static_cast<I>(end));
+}
+
 // One destination point: the 8-corner weighted sum, accumulated in f32 in the order t, h, w.
-template <DType D, typename I>
+template <DType D, typename I, bool kAllOn>
 RS_HD float interpolate_point(const typename Storage<D>::T* src, const RowSetup<I>& r,
                               const I (&w_off)[2], const bool (&w_on)[2]) {
   float acc = 0.f;
@@ -368,13 +438,13 @@ RS_HD float interpolate_point(const typename Storage<D>::T* src, const RowSetup<
       for (int k = 0; k < 2; ++k) {
         const float v = Storage<D>::load(src[r.src[i][j] + w_off[k]]);
         const float sum = acc_h + r.ww[k] * v;
-        acc_h = w_on[k] ? sum : acc_h;
+        acc_h = (kAllOn || w_on[k]) ? sum : acc_h;
       }
       const float sum = acc_t + r.wh[j] * acc_h;
-      acc_t = r.h_on[j] ? sum : acc_t;
+      acc_t = (kAllOn || r.h_on[j]) ? sum : acc_t;
     }
     const float sum = acc + r.wt[i] * acc_t;
-    acc = r.t_on[i] ? sum : acc;
+    acc = (kAllOn || r.t_on[i]) ? sum : acc;
   }
   return acc;
 }
@@ -393,19 +463,15 @@ RS_HD void interpolate_row(const typename Storage<D>::T* __restrict__ src,
     return;
   }
   const RowSetup<I> r = row_setup<I, kAdjoint, /*kWeighted=*/true>(g, cs, n, p0, p1, c);
-  WCursor<I, kAdjoint, kUnitW> w(g, cs, r.w_use, begin);
-#pragma unroll 1
-  for (I p = static_cast<I>(begin); p < static_cast<I>(end); ++p) {
-    const I w_off[2] = {w.offset(0), w.offset(1)};
-    const bool w_on[2] = {w.on(0), w.on(1)};
-    dst[p * C] = Storage<D>::store(interpolate_point<D, I>(src, r, w_off, w_on));
-    w.advance();
-  }
+  walk_row<I, kAdjoint, kUnitW>(
+      g, cs, r, begin, end, [&]<bool kAllOn>(I p, const I(&w_off)[2], const bool(&w_on)[2]) {
+        dst[p * C] = Storage<D>::store(interpolate_point<D, I, kAllOn>(src, r, w_off, w_on));
+      });
 }
 
 // Adds the shift gradient of output points [begin, end) of row (n, ot, oh), channel c, to
-// grad[0..2]: per point dy * d y / d shift, summed in increasing ow. cs must come from the unquantized shift
-// (straight-through estimator for quantize=True).
+// grad[0..2]: per point dy * d y / d shift, summed in increasing ow. cs must come from the
+// unquantized shift (straight-through estimator for quantize=True).
 template <DType D, typename I>
 RS_HD void shift_grad_row(const typename Storage<D>::T* __restrict__ x,
                           const typename Storage<D>::T* __restrict__ dy, const Geometry& g,
@@ -432,33 +498,29 @@ RS_HD void shift_grad_row(const typename Storage<D>::T* __restrict__ x,
       pw[a][b] = r.wt[a] * r.wh[b];
     }
   float g0 = grad[0], g1 = grad[1], g2 = grad[2];
-  WCursor<I, /*kAdjoint=*/false, /*kUnitW=*/false> w(g, cs, r.w_use, begin);
-#pragma unroll 1
-  for (I ow = static_cast<I>(begin); ow < static_cast<I>(end); ++ow) {
-    const float upstream = Storage<D>::load(dy_row[ow * C]);
-    const I w_off[2] = {w.offset(0), w.offset(1)};
-    const bool w_on[2] = {w.on(0), w.on(1)};
-    float gt = 0.f, gh = 0.f, gw = 0.f;
+  walk_row<I, /*kAdjoint=*/false, /*kUnitW=*/false>(
+      g, cs, r, begin, end, [&]<bool kAllOn>(I ow, const I(&w_off)[2], const bool(&w_on)[2]) {
+        const float upstream = Storage<D>::load(dy_row[ow * C]);
+        float gt = 0.f, gh = 0.f, gw = 0.f;
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j)
+          for (int j = 0; j < 2; ++j)
 #pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const float v = Storage<D>::load(x[r.src[i][j] + w_off[k]]);
-          const bool on = r.t_on[i] && r.h_on[j] && w_on[k];
-          const float mt = pt[j][k] * v, mh = ph[i][k] * v, mw = pw[i][j] * v;
-          const float st = i ? gt + mt : gt - mt, sh = j ? gh + mh : gh - mh,
-                      sw = k ? gw + mw : gw - mw;
-          gt = on ? st : gt;
-          gh = on ? sh : gh;
-          gw = on ? sw : gw;
-        }
-    g0 += upstream * gt;
-    g1 += upstream * gh;
-    g2 += upstream * gw;
-    w.advance();
-  }
+            for (int k = 0; k < 2; ++k) {
+              const float v = Storage<D>::load(x[r.src[i][j] + w_off[k]]);
+              const bool on = kAllOn || (r.t_on[i] && r.h_on[j] && w_on[k]);
+              const float mt = pt[j][k] * v, mh = ph[i][k] * v, mw = pw[i][j] * v;
+              const float st = i ? gt + mt : gt - mt, sh = j ? gh + mh : gh - mh,
+                          sw = k ? gw + mw : gw - mw;
+              gt = on ? st : gt;
+              gh = on ? sh : gh;
+              gw = on ? sw : gw;
+            }
+        g0 += upstream * gt;
+        g1 += upstream * gh;
+        g2 += upstream * gw;
+      });
   grad[0] = g0;
   grad[1] = g1;
   grad[2] = g2;
@@ -480,18 +542,20 @@ RS_HD void shift_grad_points(const typename Storage<D>::T* __restrict__ x,
                              const typename Storage<D>::T* __restrict__ dy, const Geometry& g,
                              const ChannelShift& cs, int64_t begin, int64_t end, int64_t c,
                              float (&grad)[3]) {
-  const int64_t wo = g.out[2];
   if (begin >= end) return;
-  int64_t row = begin / wo, ow = begin - row * wo;
-  int64_t oh = row % g.out[1], ot = (row / g.out[1]) % g.out[0], n = row / (g.out[1] * g.out[0]);
-  for (int64_t p = begin; p < end;) {
-    const int64_t stop = end - p < wo - ow ? ow + (end - p) : wo;
+  // I-typed loop state: it stays live around the row walk, so it should cost one register each.
+  const I wo = static_cast<I>(g.out[2]), ho = static_cast<I>(g.out[1]),
+          to = static_cast<I>(g.out[0]);
+  I row = static_cast<I>(begin / g.out[2]), ow = static_cast<I>(begin) - row * wo;
+  I oh = row % ho, ot = (row / ho) % to, n = row / (ho * to);
+  for (I left = static_cast<I>(end - begin); left > 0;) {
+    const I stop = left < wo - ow ? ow + left : wo;
     shift_grad_row<D, I>(x, dy, g, cs, n, ot, oh, c, ow, stop, grad);
-    p += stop - ow;
+    left -= stop - ow;
     ow = 0;
-    if (++oh == g.out[1]) {  // next row: carry into t, then n
+    if (++oh == ho) {  // next row: carry into t, then n
       oh = 0;
-      if (++ot == g.out[0]) ot = 0, ++n;
+      if (++ot == to) ot = 0, ++n;
     }
   }
 }
