@@ -1,26 +1,46 @@
 """Op suite: forward, backward and forward+backward of rubiks_shift, impl="ffi" against impl="xla"
-in one run.
+in one run, as device time per call.
 
 Modes: "fwd" (y), "bwd" (the input and shift gradients alone, from the residuals), "fwd+bwd"
-(both, as in training). Effective bandwidth is measured against the bytes the op must move (its
-memory floor): forward reads x and writes y; the backward reads dy and x and writes dx. So forward
-moves |x| + |y| elements, backward 2|x| + |y| and forward+backward 3|x| + 2|y|. A streaming
-copy-like kernel (y = 2x) timed in the same run gives the machine's achievable bandwidth, hence the
-floor time of each entry.
+(both, as in training). Each entry is timed as K back-to-back calls inside one jitted loop, divided
+by K (`timing.time_per_call`): one call of the op lasts about as long as its dispatch from Python
+on a GPU, and the loop removes the dispatch. Each call's outputs feed the next call's inputs, so
+XLA can neither hoist nor merge calls (tests/bench/test_bench.py checks the compiled loop).
+
+Effective bandwidth is measured against the bytes the op must move (its memory floor): forward
+reads x and writes y; the backward reads dy and x and writes dx. So forward moves |x| + |y|
+elements, backward 2|x| + |y| and forward+backward 3|x| + 2|y|. A streaming copy-like kernel
+(x -> -x in place, one read and one write) timed the same way in the same run gives the
+machine's achievable bandwidth, hence the floor time of each entry. (In place, a CPU saves the
+read-for-ownership that an op writing a separate output pays, so there the floor is optimistic.)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rubiks_jax.bench.timing import machine_description, time_fn
+from rubiks_jax.bench.timing import machine_description, on_accelerator, time_per_call
 from rubiks_jax.ops import ffi_available, rubiks_shift
 
 PAPER_SHAPE = (8, 8, 56, 56, 72)  # (N, T, H, W, C): the paper's latency benchmark
 SMALL_SHAPE = (2, 8, 14, 14, 32)
 QUICK_SHAPE = (2, 4, 8, 8, 16)
+
+# Calls per loop trip (timing.loop_calls). Kernels: two, else XLA copies each output into the
+# loop state. Pure XLA: one, as XLA:CPU would fuse two consecutive calls into one program (it ran
+# 1.6x slower per call at the paper shape, measured); the cost is one copy of a tensor per call (the
+# output into the loop state), small next to that op. The copy floor: one, two elementwise
+# calls would be fused into a single pass.
+CALLS_PER_TRIP = {"ffi": 2, "xla": 1, "copy": 1}
+# Wall time one sample of K calls should last (K is calibrated for it). On a GPU a sample only
+# has to dwarf one dispatch (~10-50 us). On the CPU each sample also pays once for first touching
+# the fresh buffers the loop allocates (~2 us per 4 KiB page: ~30 ms for one 58 MB tensor at the
+# paper shape, against ~20 ms for one f32 forward), so its samples must be far longer.
+TARGET_S = {"gpu": 0.02, "cpu": 0.5}
 
 
 def _inputs(shape, dtype):
@@ -36,22 +56,67 @@ def _inputs(shape, dtype):
     return make
 
 
-def _fns(impl):
-    fwd = jax.jit(lambda x, s, dy: rubiks_shift(x, s, impl=impl))
+Carry = tuple[jax.Array, jax.Array, jax.Array]  # (x, shift, dy), as made by _inputs
 
-    @jax.jit
-    def bwd(x, s, dy):
+# Scale of the shift's update between calls: XLA must keep any nonzero factor, and 1e-30 times a
+# value of order 1 rounds away against a float32 shift above 1e-23, so the shift keeps its value.
+_NUDGE = 1e-30
+
+
+def _nudge(shift: jax.Array, v: jax.Array) -> jax.Array:
+    """shift + a negligible multiple of v ((C, 3) float32): a new shift for XLA, the same value."""
+    return shift + _NUDGE * v
+
+
+def _steps(impl: str) -> dict[str, Callable[[Carry], Carry]]:
+    """One call of each mode as a loop step (x, shift, dy) -> the next call's (x, shift, dy).
+
+    Stride 1 and no padding, so y, dx, x and dy share a shape and each output feeds an input of
+    the next call whole: a real data dependency that consumes every output element at no extra
+    cost (a partial read would let XLA compute only part of the pure-XLA op). The shift also
+    changes every call (by a nudge that leaves its value as it is), so nothing that depends on the
+    shift alone (the pure-XLA op's full-size gather indices) can be hoisted out of the loop
+    either. The values drift (zero padding shifts
+    content out: all zeros after ~100 calls at the small shape, no denormals); the kernels' cost
+    does not depend on them (a CPU forward on zeros or on denormals times as on random data).
+    """
+
+    def op(a: jax.Array, b: jax.Array) -> jax.Array:
+        return rubiks_shift(a, b, impl=impl)
+
+    def fwd(carry: Carry) -> Carry:
+        x, s, dy = carry
+        y = op(x, s)
+        # The shift is nudged by itself, not by an element of y: a second consumer of y changes
+        # how XLA:CPU fuses the pure-XLA forward (3.5x faster at the paper shape, measured), so
+        # that op would no longer be the one a plain jitted call runs.
+        return y, _nudge(s, s), dy
+
+    def bwd(carry: Carry) -> Carry:
         # y is unused, so XLA drops the forward: what remains is the backward alone (input and
         # shift gradients from the residuals x and shift).
-        _, vjp = jax.vjp(lambda a, b: rubiks_shift(a, b, impl=impl), x, s)
-        return vjp(dy)
+        x, s, dy = carry
+        _, vjp = jax.vjp(op, x, s)
+        dx, ds = vjp(dy)
+        # x stays, loop-invariant: the only new output of its shape is dx, already the next dy
+        # (one buffer read as both inputs would flatter the call), and rotating x <- dy makes
+        # XLA copy a buffer per call. Every call still gets a new dy and shift, so no kernel can
+        # be hoisted (nor anything of the pure-XLA op: its compiled loop leaves nothing outside).
+        return x, _nudge(s, ds), dx
 
-    @jax.jit
-    def fwd_bwd(x, s, dy):
-        y, vjp = jax.vjp(lambda a, b: rubiks_shift(a, b, impl=impl), x, s)
-        return (y,) + vjp(dy)
+    def fwd_bwd(carry: Carry) -> Carry:
+        x, s, dy = carry
+        y, vjp = jax.vjp(op, x, s)
+        dx, ds = vjp(dy)
+        return y, _nudge(s, ds), dx
 
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd_bwd}
+
+
+def _copy_step(carry: Carry) -> Carry:
+    """The bandwidth reference: x -> -x, one read and one write of x per call, nothing else."""
+    x, s, dy = carry
+    return -x, s, dy
 
 
 def run(repeats: int | None = None, quick: bool = False) -> dict:
@@ -59,43 +124,52 @@ def run(repeats: int | None = None, quick: bool = False) -> dict:
         raise SystemExit("the op suite compares impl='ffi' with impl='xla': build the kernels first")
     shapes = [QUICK_SHAPE] if quick else [SMALL_SHAPE, PAPER_SHAPE]
     dtypes = [jnp.float32, jnp.bfloat16]
+    target_s = TARGET_S["gpu" if on_accelerator() else "cpu"]
+    # Quick runs only check that everything runs: a fixed K = 2, one compile per entry.
+    iters = 2 if quick else None
     rows = []
     for shape in shapes:
-        n_rep = repeats or (3 if quick else (20 if shape == SMALL_SHAPE else 7))
+        n_rep = repeats or (3 if quick else 7)
         for dtype in dtypes:
             make = _inputs(shape, dtype)
             itemsize = np.dtype(dtype).itemsize
             elems = int(np.prod(shape))
-            copy = time_fn(jax.jit(lambda x, s, dy: x * 2), make, n_rep)
+            copy = time_per_call(_copy_step, make, n_rep, target_s, CALLS_PER_TRIP["copy"],
+                                 iters=iters)
             copy_bw = 2 * elems * itemsize / copy.median_s
             floor_bytes = {"fwd": 2 * elems * itemsize, "bwd": 3 * elems * itemsize,
                            "fwd+bwd": 5 * elems * itemsize}
             for impl in ("ffi", "xla"):
-                for mode, fn in _fns(impl).items():
-                    t = time_fn(fn, make, n_rep)
+                for mode, step in _steps(impl).items():
+                    t = time_per_call(step, make, n_rep, target_s, CALLS_PER_TRIP[impl],
+                                      iters=iters)
                     rows.append(dict(shape=list(shape), dtype=np.dtype(dtype).name, mode=mode,
                                      impl=impl, **t.as_dict(), bytes=floor_bytes[mode],
                                      gbps=floor_bytes[mode] / t.median_s / 1e9,
                                      floor_s=floor_bytes[mode] / copy_bw,
-                                     copy_gbps=copy_bw / 1e9))
+                                     copy_gbps=copy_bw / 1e9, copy_iters=copy.iters))
     by_key = {(tuple(r["shape"]), r["dtype"], r["mode"], r["impl"]): r for r in rows}
     for r in rows:
         xla = by_key[(tuple(r["shape"]), r["dtype"], r["mode"], "xla")]
         r["speedup_vs_xla"] = xla["median_s"] / r["median_s"]
         r["x_floor"] = r["median_s"] / r["floor_s"]
-    return {"suite": "op", "machine": machine_description(), "rows": rows}
+    return {"suite": "op", "machine": machine_description(), "timing": "per call: one jitted loop "
+            "of K back-to-back calls per sample, its time / K", "rows": rows}
 
 
 def format_table(result: dict) -> str:
     lines = [f"rubiks_shift op benchmark on {result['machine']}",
-             "(N,T,H,W,C)          dtype     mode     impl  median ms  [min, max] ms     GB/s  "
-             "x floor  speedup vs xla"]
+             "per-call device time: each sample is one jitted loop of K back-to-back calls, / K",
+             "(N,T,H,W,C)          dtype     mode     impl   median us  [min, max] us              "
+             "GB/s  x floor  speedup vs xla      K"]
     for r in result["rows"]:
         lines.append(
             f"{str(tuple(r['shape'])):20s} {r['dtype']:9s} {r['mode']:8s} {r['impl']:4s} "
-            f"{r['median_s'] * 1e3:10.2f}  [{r['min_s'] * 1e3:7.2f}, {r['max_s'] * 1e3:7.2f}] "
-            f"{r['gbps']:8.2f} {r['x_floor']:8.1f} {r['speedup_vs_xla']:10.2f}x")
-    copy = {(tuple(r["shape"]), r["dtype"]): r["copy_gbps"] for r in result["rows"]}
-    lines.append("floor = bytes the op must move / bandwidth of y = 2x measured in this run: " +
-                 ", ".join(f"{s} {d}: {bw:.1f} GB/s" for (s, d), bw in copy.items()))
+            f"{r['median_s'] * 1e6:11.1f}  [{r['min_s'] * 1e6:9.1f}, {r['max_s'] * 1e6:9.1f}] "
+            f"{r['gbps']:8.2f} {r['x_floor']:8.1f} {r['speedup_vs_xla']:14.2f}x {r['iters']:6d}")
+    copy = {(tuple(r["shape"]), r["dtype"]): (r["copy_gbps"], r["copy_iters"])
+            for r in result["rows"]}
+    lines.append("floor = bytes the op must move / bandwidth of x -> -x timed the same way in this "
+                 "run: " + ", ".join(f"{s} {d}: {bw:.1f} GB/s (K={k})"
+                                     for (s, d), (bw, k) in copy.items()))
     return "\n".join(lines)

@@ -4,13 +4,15 @@ No timing is asserted (performance figures live in docs/BENCHMARKS.md)."""
 from __future__ import annotations
 
 import json
+import re
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rubiks_jax.bench import __main__ as bench_main
 from rubiks_jax.bench import plots
-from rubiks_jax.bench.timing import time_fn
+from rubiks_jax.bench.timing import loop_calls, time_fn, time_per_call
 from rubiks_jax.ops import ffi_available
 
 
@@ -34,17 +36,107 @@ def test_time_fn_uses_fresh_inputs_outside_the_clock():
     assert t.repeats == 4 and 0 < t.min_s <= t.median_s <= t.max_s
 
 
+def test_time_per_call_calibrates_iters_and_divides_by_them():
+    seen = []
+
+    def make(i):
+        seen.append(i)
+        return (jnp.full((4,), float(i)),)
+
+    # A target no sample reaches: K grows from 1 to max_iters (a multiple of calls_per_trip), where
+    # calibration stops; each round runs twice untimed (compile and warm-up, then the estimate).
+    t = time_per_call(lambda c: (c[0] * 0.5,), make, repeats=3, target_s=60.0, calls_per_trip=2,
+                      max_iters=10, max_rounds=3)
+    assert t.iters == 10 and t.repeats == 3
+    assert seen == [-1, -2, -3, -4, 0, 1, 2]  # calibration inputs are never reused by samples
+    assert 0 < t.min_s <= t.median_s <= t.max_s
+    assert t.sample_median_s == pytest.approx(t.median_s * t.iters)
+    # A target every sample reaches: K stays 1, one calibration round.
+    seen.clear()
+    t = time_per_call(lambda c: (c[0] * 0.5,), make, repeats=2, target_s=0.0)
+    assert t.iters == 1 and seen == [-1, -2, 0, 1]
+
+
+def test_loop_calls_rejects_iters_that_do_not_fill_trips():
+    with pytest.raises(ValueError, match="multiple"):
+        loop_calls(lambda c: c, 3, calls_per_trip=2)
+    loop_calls(lambda c: c, 1, calls_per_trip=2)  # a single call needs no loop
+
+
+# --- compiled-HLO checks of the op suite's timing loops ------------------------------------------
+def _computations(hlo: str) -> dict[str, str]:
+    """Compiled HLO text -> {computation name: its text}."""
+    comps = {}
+    for m in re.finditer(r"^(?:ENTRY )?%(\S+) [^\n]*\{\n(.*?)^\}", hlo, re.S | re.M):
+        comps[m.group(1)] = m.group(2)
+    return comps
+
+
+def _the_loop(hlo: str) -> tuple[int, str]:
+    """(known trip count, body text) of the module's only while loop."""
+    whiles = re.findall(r"while\(.*?body=%([\w.\-]+).*?\"known_trip_count\":\{\"n\":\"(\d+)\"", hlo)
+    assert len(whiles) == 1, whiles
+    body, trips = whiles[0]
+    return int(trips), _computations(hlo)[body]
+
+
+def _full_size_work(text: str, shape: tuple[int, ...]) -> list[str]:
+    """Opcodes of the instructions in `text` that produce an (N, T, H, W, C)-shaped array, less
+    those that move no data (parameters, tuple elements, bitcasts)."""
+    dims = ",".join(map(str, shape))
+    ops = re.findall(r"= \w+\[" + dims + r"\]\{[\d,]*\} ([\w\-]+)\(", text)
+    return [o for o in ops if o not in ("parameter", "get-tuple-element", "bitcast")]
+
+
+_KERNELS = {"fwd": ("rubiks_shift_forward",),
+            "bwd": ("rubiks_shift_grad_input", "rubiks_shift_grad_shift"),
+            "fwd+bwd": ("rubiks_shift_forward", "rubiks_shift_grad_input",
+                        "rubiks_shift_grad_shift")}
+
+
 @pytest.mark.skipif(not ffi_available(), reason="kernels not built")
-def test_op_suite(tmp_path, capsys):
-    result, _ = _run("op", tmp_path, capsys)
-    rows = result["rows"]
-    assert {(r["impl"], r["mode"], r["dtype"]) for r in rows} == {
-        (i, m, d) for i in ("ffi", "xla") for m in ("fwd", "bwd", "fwd+bwd")
-        for d in ("float32", "bfloat16")}
-    for r in rows:
-        assert r["min_s"] <= r["median_s"] <= r["max_s"]
-        if r["impl"] == "xla":
-            assert r["speedup_vs_xla"] == 1.0
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("mode", list(_KERNELS))
+def test_op_timing_loop_runs_each_kernel_once_per_call(mode, dtype):
+    """The loop the op suite times: K calls make a while of K/2 trips with two calls of each kernel
+    in its body and nothing outside it (no call hoisted or merged), and beside the kernels only
+    (C, 3)-sized work: no copy or other pass over a full-size tensor (so loop time / K is the
+    kernels' time)."""
+    from rubiks_jax.bench import op
+
+    iters = 6
+    make = op._inputs(op.QUICK_SHAPE, getattr(jnp, dtype))
+    assert op.CALLS_PER_TRIP["ffi"] == 2
+    hlo = loop_calls(op._steps("ffi")[mode], iters, 2).lower(make(0)).compile().as_text()
+    trips, body = _the_loop(hlo)
+    assert trips == iters // 2
+    for kernel in ("rubiks_shift_forward", "rubiks_shift_grad_input", "rubiks_shift_grad_shift"):
+        per_trip = 2 if kernel in _KERNELS[mode] else 0
+        target = f'custom_call_target="{kernel}"'
+        assert body.count(target) == hlo.count(target) == per_trip, kernel
+    assert set(_full_size_work(body, op.QUICK_SHAPE)) == {"custom-call"}
+    entry = _computations(hlo)[re.search(r"^ENTRY %(\S+)", hlo, re.M).group(1)]
+    assert not _full_size_work(entry, op.QUICK_SHAPE)  # the donated inputs are not copied in
+
+
+@pytest.mark.parametrize("mode", ["fwd", "bwd", "fwd+bwd"])
+def test_pure_xla_timing_loop_hoists_nothing(mode):
+    """The pure-XLA entries: one call per trip (XLA:CPU would fuse two calls into one program),
+    K trips, and nothing computed outside the loop. (The shift changes every call so that no
+    backend can hoist the op's shift-only work, its full-size gather indices; XLA:CPU would not
+    hoist it anyway.)"""
+    from rubiks_jax.bench import op
+
+    make = op._inputs(op.QUICK_SHAPE, jnp.float32)
+    hlo = loop_calls(op._steps("xla")[mode], 3, op.CALLS_PER_TRIP["xla"]).lower(
+        make(0)).compile().as_text()
+    trips, body = _the_loop(hlo)
+    assert trips == 3 and "gather" in body
+    outside = [text for text in _computations(hlo).values() if "while(" in text]
+    work = {op_name for text in outside for op_name in re.findall(r"= [^ ]+ ([\w\-]+)\(", text)}
+    assert outside and work <= {"parameter", "constant", "copy", "tuple", "get-tuple-element",
+                                "while"}, work
+    assert not any(_full_size_work(text, op.QUICK_SHAPE) for text in outside)  # no input copied
 
 
 @pytest.mark.skipif(not ffi_available(), reason="kernels not built")
@@ -53,11 +145,44 @@ def test_op_suite_backward_mode_runs_no_forward():
     from rubiks_jax.bench import op
 
     make = op._inputs(op.QUICK_SHAPE, np.float32)
-    fns = op._fns("ffi")
-    hlo = {m: fns[m].lower(*make(0)).compile().as_text() for m in ("bwd", "fwd+bwd")}
+    hlo = {m: loop_calls(op._steps("ffi")[m], 4).lower(make(0)).compile().as_text()
+           for m in ("bwd", "fwd+bwd")}
     assert "rubiks_shift_grad_input" in hlo["bwd"] and "rubiks_shift_grad_shift" in hlo["bwd"]
     assert "rubiks_shift_forward" not in hlo["bwd"]
     assert "rubiks_shift_forward" in hlo["fwd+bwd"]
+
+
+@pytest.mark.skipif(not ffi_available(), reason="kernels not built")
+def test_op_floor_loop_is_one_pass_per_call():
+    """The bandwidth reference: one elementwise pass over x per call, one call per trip (two would
+    be fused into one pass), in place, no copy."""
+    from rubiks_jax.bench import op
+
+    make = op._inputs(op.QUICK_SHAPE, jnp.float32)
+    assert op.CALLS_PER_TRIP["copy"] == 1
+    hlo = loop_calls(op._copy_step, 5, calls_per_trip=1).lower(make(0)).compile().as_text()
+    trips, body = _the_loop(hlo)
+    assert trips == 5
+    assert _full_size_work(body, op.QUICK_SHAPE) == ["fusion"]
+
+
+@pytest.mark.skipif(not ffi_available(), reason="kernels not built")
+def test_op_suite(tmp_path, capsys):
+    from rubiks_jax.bench import op
+
+    result, out = _run("op", tmp_path, capsys)
+    rows = result["rows"]
+    assert {(r["impl"], r["mode"], r["dtype"]) for r in rows} == {
+        (i, m, d) for i in ("ffi", "xla") for m in ("fwd", "bwd", "fwd+bwd")
+        for d in ("float32", "bfloat16")}
+    for r in rows:
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["iters"] == 1 or r["iters"] % op.CALLS_PER_TRIP[r["impl"]] == 0
+        assert r["sample_median_s"] == pytest.approx(r["median_s"] * r["iters"])
+        assert r["copy_iters"] >= 1
+        if r["impl"] == "xla":
+            assert r["speedup_vs_xla"] == 1.0
+    assert "per-call device time" in out
 
 
 def test_block_suite(tmp_path, capsys):
