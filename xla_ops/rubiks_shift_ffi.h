@@ -92,14 +92,16 @@ ffi::Error dispatch_dtype(ffi::DataType dtype, const char* op, Fn&& fn) {
   }
 }
 
-// Target names, identical for the `cpu` and `CUDA` registrations.
+// Target names, identical for the `cpu` and `CUDA` registrations (rubiks_jax/ops/ffi_kernels.py
+// spells them for Python; tests/ops/test_lowering.py checks that the two agree).
 constexpr const char kForwardTarget[] = "rubiks_shift_forward";
 constexpr const char kGradInputTarget[] = "rubiks_shift_grad_input";
 constexpr const char kGradShiftTarget[] = "rubiks_shift_grad_shift";
 
 }  // namespace rubiks
 
-// Binding shared by both platforms; PLATFORM_CTX adds the platform's context (thread pool or stream).
+// Attributes shared by every handler's binding; each platform's binding adds its context (thread
+// pool or stream) before the buffers.
 #define RUBIKS_SHIFT_ATTRS(binding)      \
   binding.Attr<int64_t>("stride_t")      \
       .Attr<int64_t>("stride_h")         \

@@ -25,6 +25,14 @@ def test_cuda_module_built_and_exposes_handlers():
     assert ffi_kernels.cuda_built()
 
 
+@pytest.mark.parametrize("module, suffix", [("_rubiks_shift_cpu", ""),
+                                             ("_rubiks_shift_cuda_emulation", "_cuda_emulation")])
+def test_host_modules_expose_the_python_target_names(module, suffix):
+    """The C++ target names (rubiks_shift_ffi.h) and the Python ones (ffi_kernels) agree."""
+    registrations = importlib.import_module(f"rubiks_jax.{module}").registrations()
+    assert set(registrations) == {name + suffix for name in TARGETS}
+
+
 @pytest.mark.parametrize("platform", ["cuda", "cpu"])
 def test_op_lowers_to_the_ffi_targets(platform):
     x = jax.ShapeDtypeStruct((2, 4, 8, 8, 16), jnp.bfloat16)
