@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     @jax.jit
     def step(shift, lr):
         grad = jax.grad(loss)(shift)
-        # Per-channel normalised step, as RubiksNet trains its shifts (docs/DESIGN.md, "Training recipe").
+        # Per-channel normalised step, as RubiksNet trains its shifts
+        # (docs/DESIGN.md, "Training recipe").
         norm = jnp.linalg.norm(grad, axis=1, keepdims=True) + 1e-12
         return shift - lr * grad / norm
 

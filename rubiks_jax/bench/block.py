@@ -1,4 +1,5 @@
-"""Block suite: the paper's layer-level latency comparison (docs/DESIGN.md, "Layers and models") in one run.
+"""Block suite: the paper's layer-level latency comparison in one run (docs/DESIGN.md, "Layers and
+models").
 
 The 3D-conv block, the TSM block (fixed temporal shift + 3x3 2-D conv) and the RubiksShift block,
 72 channels in and out, at (N, T, H, W, C) = (8, 8, 56, 56, 72), in float32 and bfloat16:

@@ -1,7 +1,8 @@
 """python -m rubiks_jax.bench.plots: the efficiency figures as PNG files.
 
 - layer_level.png: multiply-adds and parameters of the 3D-conv, TSM and RubiksShift blocks split
-  by layer (rubiks_jax.flops; the paper's layer-level comparison, docs/DESIGN.md, "Layers and models");
+  by layer (rubiks_jax.flops; the paper's layer-level comparison, docs/DESIGN.md, "Layers and
+  models");
 - block_latency.png: latency bars of the `block` suite, from its JSON (if given);
 - model_speed.png: training and inference clips/s against GMACs per clip, from the `model` suite's
   JSON (if given).
