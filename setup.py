@@ -112,23 +112,18 @@ class BuildExt(build_ext):
         return objects
 
 
+def _host_extension(name: str, sources: list[str]) -> Extension:
+    return Extension(name, sources=sources, extra_compile_args=CXX_FLAGS, depends=HEADERS,
+                     language="c++")
+
+
 def _extensions() -> list[Extension]:
     exts = [
-        Extension(
-            "rubiks_jax._rubiks_shift_cpu",
-            sources=["xla_ops/rubiks_shift_cpu.cc", "xla_ops/cpu_module.cc"],
-            extra_compile_args=CXX_FLAGS,
-            depends=HEADERS,
-            language="c++",
-        ),
+        _host_extension("rubiks_jax._rubiks_shift_cpu",
+                        ["xla_ops/rubiks_shift_cpu.cc", "xla_ops/cpu_module.cc"]),
         # The CUDA kernels' thread bodies run on the host, for the tests (needs no CUDA toolkit).
-        Extension(
-            "rubiks_jax._rubiks_shift_cuda_emulation",
-            sources=["xla_ops/cuda_emulation.cc", "xla_ops/cuda_emulation_module.cc"],
-            extra_compile_args=CXX_FLAGS,
-            depends=HEADERS,
-            language="c++",
-        ),
+        _host_extension("rubiks_jax._rubiks_shift_cuda_emulation",
+                        ["xla_ops/cuda_emulation.cc", "xla_ops/cuda_emulation_module.cc"]),
     ]
     nvcc = _want_cuda()
     if nvcc is not None:

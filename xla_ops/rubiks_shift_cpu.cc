@@ -71,14 +71,10 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
                         int64_t sh, int64_t sw, int64_t pt, int64_t ph, int64_t pw,
                         bool quantize) {
   Geometry g;
-  const auto in_dims = kAdjoint ? dst->dimensions() : src.dimensions();
-  const auto out_dims = kAdjoint ? src.dimensions() : dst->dimensions();
-  if (auto err = make_geometry(op, in_dims, out_dims, shift.dimensions(), st, sh, sw, pt, ph, pw,
-                               &g);
+  if (auto err = interpolation_geometry<kAdjoint>(op, src, *dst, shift.dimensions(), st, sh, sw, pt,
+                                                  ph, pw, &g);
       !err.success())
     return ready(std::move(err));
-  if (src.element_type() != dst->element_type())
-    return ready(ffi::Error::InvalidArgument(std::string(op) + ": input and output dtypes differ"));
   // Copied by value: the tasks outlive this stack frame (the handler returns a Future).
   const int64_t e0 = kAdjoint ? g.in[0] : g.out[0], e1 = kAdjoint ? g.in[1] : g.out[1],
                 e2 = kAdjoint ? g.in[2] : g.out[2];

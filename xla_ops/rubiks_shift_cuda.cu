@@ -80,14 +80,10 @@ ffi::Error interpolate(const char* op, cudaStream_t stream, ffi::AnyBuffer src,
                        ffi::Buffer<ffi::F32> shift, ffi::Result<ffi::AnyBuffer> dst, int64_t st,
                        int64_t sh, int64_t sw, int64_t pt, int64_t ph, int64_t pw, bool quantize) {
   Geometry g;
-  const auto in_dims = kAdjoint ? dst->dimensions() : src.dimensions();
-  const auto out_dims = kAdjoint ? src.dimensions() : dst->dimensions();
-  if (auto err = make_geometry(op, in_dims, out_dims, shift.dimensions(), st, sh, sw, pt, ph, pw,
-                               &g);
+  if (auto err = interpolation_geometry<kAdjoint>(op, src, *dst, shift.dimensions(), st, sh, sw, pt,
+                                                  ph, pw, &g);
       !err.success())
     return err;
-  if (src.element_type() != dst->element_type())
-    return ffi::Error::InvalidArgument(std::string(op) + ": input and output dtypes differ");
   const InterpolationPlan plan = plan_interpolation(g, kAdjoint);
   if (plan.items == 0 || plan.width == 0) return ffi::Error::Success();
   if (auto err = check_grid(op, plan.blocks); !err.success()) return err;

@@ -54,6 +54,23 @@ inline ffi::Error make_geometry(const char* op, ffi::AnyBuffer::Dimensions in,
   return ffi::Error::Success();
 }
 
+// The geometry of an interpolation (forward: src x, dst y; kAdjoint, the input gradient: src dy,
+// dst dx), checked against the shift, and src and dst of one dtype.
+template <bool kAdjoint>
+ffi::Error interpolation_geometry(const char* op, const ffi::AnyBuffer& src,
+                                  const ffi::AnyBuffer& dst, ffi::AnyBuffer::Dimensions shift,
+                                  int64_t st, int64_t sh, int64_t sw, int64_t pt, int64_t ph,
+                                  int64_t pw, Geometry* g) {
+  const auto in_dims = kAdjoint ? dst.dimensions() : src.dimensions();
+  const auto out_dims = kAdjoint ? src.dimensions() : dst.dimensions();
+  if (auto err = make_geometry(op, in_dims, out_dims, shift, st, sh, sw, pt, ph, pw, g);
+      !err.success())
+    return err;
+  if (src.element_type() != dst.element_type())
+    return ffi::Error::InvalidArgument(std::string(op) + ": input and output dtypes differ");
+  return ffi::Error::Success();
+}
+
 // The shift gradient's geometry (x and dy against each other and the shift) and its results:
 // dshift (C, 3) and the partial sums (P, C, 3), P >= 1 chunks.
 inline ffi::Error grad_shift_geometry(ffi::AnyBuffer x, ffi::AnyBuffer dy,
