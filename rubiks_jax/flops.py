@@ -124,25 +124,24 @@ def format_table(records: Sequence[LayerCost], title: str) -> str:
 
 
 def build_model(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...], str]:
-    from rubiks_jax.models import RubiksNet
-    from rubiks_jax.models.tsm import TSMResNet
+    """The CLI's model (rubiks_jax.models registry, pure-XLA shift op), input shape and title."""
+    from rubiks_jax.models import create_model
 
     shape = (1, args.frames, args.size, args.size, 3)
+    model = create_model(args.model, args.num_classes, num_frames=args.frames, tier=args.tier,
+                         variant=args.variant, hard_attention=args.hard_attention,
+                         depth=args.depth, impl="xla")
     if args.model == "rubiksnet":
-        model = RubiksNet(args.tier, args.num_classes, num_frames=args.frames, variant=args.variant,
-                          hard_attention=args.hard_attention, impl="xla")
         name = f"RubiksNet-{args.tier} ({args.variant})"
-    elif args.model == "tsm":
-        model = TSMResNet(args.depth, args.num_classes, num_frames=args.frames)
-        name = f"TSM-ResNet{args.depth}"
     else:
-        raise ValueError(f"unknown model {args.model!r}")
+        name = f"TSM-ResNet{args.depth}"
     return model, shape, f"{name}, {args.num_classes} classes, input {shape[1:]}"
 
 
 def layer_level_table(frames: int = 8, size: int = 112, channels: int = 72) -> str:
-    """The paper's layer-level comparison: the three blocks at equal channels (DESIGN.md 5)."""
-    from rubiks_jax.models.layer_blocks import layer_blocks
+    """The paper's layer-level comparison: the three blocks at equal channels (docs/DESIGN.md,
+    "Published figures")."""
+    from rubiks_jax.layers.baselines import layer_blocks
 
     rows = {}
     for name, block in layer_blocks(channels, impl="xla").items():

@@ -1,4 +1,4 @@
-"""The optimisation recipe of DESIGN.md section 4 as optax pieces.
+"""The optimisation recipe (docs/DESIGN.md, "Training recipe") as optax pieces.
 
     tx, schedules = make_optimizer(base_lr=scale_learning_rate(0.025, batch_size),
                                    steps_per_epoch=spe, warmup_epochs=..., params=params)
@@ -97,7 +97,7 @@ def param_groups(params: Any) -> Any:
 
 
 def scale_learning_rate(base_lr: float, batch_size: int, reference_batch: int = 64) -> float:
-    """Linear scaling rule: base_lr * batch_size / reference_batch (0.025 at batch 64 in DESIGN)."""
+    """Linear scaling rule: base_lr * batch_size / reference_batch (the recipe: 0.025 at 64)."""
     if batch_size <= 0 or reference_batch <= 0:
         raise ValueError(f"batch sizes must be positive, got batch_size={batch_size}, "
                          f"reference_batch={reference_batch}")
@@ -168,8 +168,8 @@ def temperature_schedule(initial: float = 2.0, final: float = 1e-3,
                          total_steps: int | None = None,
                          kind: str = "exponential") -> optax.Schedule:
     """AttentionShift temperature tau(step), annealed from `initial` to `final` over total_steps
-    and held at `final` afterwards (the trainer writes it into the "shift_state" collection, e.g.
-    with rubiks_jax.models.set_temperature).
+    and held at `final` afterwards (the trainer writes it into every AttentionShift, the layers'
+    TEMPERATURE_COLLECTION, with rubiks_jax.models.set_temperature).
 
     kind="exponential": tau = initial * (final / initial) ** (step / total_steps), i.e. a constant
     factor per step (geometric towards 0); kind="linear": a straight line from initial to final.
@@ -204,7 +204,8 @@ def _normalize_rows(g: jax.Array, temporal_factor: float) -> jax.Array:
 def normalize_shift_gradients(
         temporal_factor: float = 0.1,
         mask: Any | Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
-    """Normalises RubiksShift shift gradients per channel to unit vectors (DESIGN.md section 4).
+    """Normalises RubiksShift shift gradients per channel to unit vectors (docs/DESIGN.md,
+    "Training recipe").
 
     For a (C, 3) leaf with columns (dt, dh, dw), each row g becomes
     v = (Z g_t, g_h, g_w) / ||(Z g_t, g_h, g_w)|| with Z = temporal_factor; a (C, 2) leaf (dh, dw)

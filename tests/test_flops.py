@@ -7,8 +7,8 @@ import pytest
 
 from rubiks_jax import flops
 from rubiks_jax.layers import AttentionShift, RubiksShift
+from rubiks_jax.layers.baselines import layer_blocks
 from rubiks_jax.models import RubiksNet
-from rubiks_jax.models.layer_blocks import layer_blocks
 
 
 class Tiny(nn.Module):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 MODULES = ["rubiks_jax", "rubiks_jax.ops", "rubiks_jax.layers", "rubiks_jax.models",
-           "rubiks_jax.models.tsm", "rubiks_jax.models.layer_blocks", "rubiks_jax.flops",
+           "rubiks_jax.models.tsm", "rubiks_jax.layers.baselines", "rubiks_jax.flops",
            "rubiks_jax.optim", "rubiks_jax.demo", "rubiks_jax.bench.__main__",
            "rubiks_jax.bench.plots"]
 

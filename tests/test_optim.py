@@ -346,7 +346,7 @@ def test_end_to_end_step_jit_and_pmap(small_net):
     model, variables, x = small_net
     labels = jnp.array([0, 2])
 
-    state = {k: v for k, v in variables.items() if k != "params"}  # batch_stats, shift_state
+    state = {k: v for k, v in variables.items() if k != "params"}  # batch_stats, temperature
 
     def loss_fn(params):
         logits, _ = model.apply({"params": params, **state}, x, train=True,

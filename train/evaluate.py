@@ -1,8 +1,9 @@
 """python -m train.evaluate --workdir DIR --views 1clip|2clip [--step best|latest|N]
 
-Evaluates a trained run on its eval split with the published protocol (1-clip: centre crop of the
-segment centres; 2-clip: segment centres and starts x left/centre/right crops = 6 views averaged),
-prints top-1 / top-5 and writes WORKDIR/eval_<views>_step<N>.json. Every example is counted once.
+Evaluates a trained run on its eval split with a published protocol (docs/DESIGN.md, "Evaluation
+protocols"; 1-clip: centre crop of the segment centres; 2-clip: segment centres and starts x three
+crops = 6 views averaged), prints top-1 / top-5 and writes WORKDIR/eval_<views>_step<N>.json.
+Every example is counted once.
 """
 
 from __future__ import annotations

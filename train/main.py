@@ -1,4 +1,9 @@
-"""python -m train.main --config train/configs/<name>.py --workdir DIR [--config.key=value ...]"""
+"""python -m train.main --config train/configs/<name>.py[:<arg>] --workdir DIR [--config.k=v ...]
+
+Trains per the config (docs/DESIGN.md, "Training recipe") with train.trainer.train_and_evaluate,
+resuming from the latest checkpoint in DIR. An argument after the colon picks a variant of the
+config, e.g. --config train/configs/ssv2.py:large_aq.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from train import train
+from train import trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
@@ -37,7 +42,7 @@ def main(argv):
         jax.distributed.initialize(coordinator, num, pid)
     logging.info("process %d/%d, %d local devices: %s", jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.local_devices())
-    result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
         print("final evaluation:", json.dumps(result))
 

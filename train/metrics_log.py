@@ -1,4 +1,9 @@
-"""Run feedback: metrics.jsonl and TensorBoard event files in the workdir, and a progress bar."""
+"""Run feedback: metrics.jsonl and TensorBoard event files in the workdir, and a progress bar.
+
+Not clu's metric writers: they have no JSON-lines writer (metrics.jsonl is what the tests and
+docs/RESULTS.md read), nothing that skips the steps a resumed run logs a second time, and their
+TensorBoard writer makes the same tf.summary calls as the dozen lines here.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,43 @@ import os
 from tqdm import tqdm
 
 
+def _last_logged_steps(path: str) -> dict[str, int]:
+    """{split: last step} of an existing metrics.jsonl; drops a line cut short by a crash."""
+    last: dict[str, int] = {}
+    if not os.path.exists(path):
+        return last
+    with open(path, "rb+") as f:
+        lines = f.read().split(b"\n")
+        if lines[-1]:  # no newline at the end: the write was interrupted
+            f.truncate(f.tell() - len(lines[-1]))
+        for line in lines[:-1]:
+            row = json.loads(line)
+            last[row["split"]] = max(last.get(row["split"], -1), row["step"])
+    return last
+
+
 class MetricsLog:
     """Appends {"step", "split", **metrics} lines to WORKDIR/metrics.jsonl and writes the same
-    scalars as TensorBoard events (WORKDIR/tensorboard/<split>)."""
+    scalars as TensorBoard events (WORKDIR/tensorboard/<split>).
+
+    A resumed run repeats the steps after its checkpoint: rows for a (split, step) at or before the
+    last one already in metrics.jsonl are not written again.
+    """
 
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
         if not enabled:
             return
-        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+        path = os.path.join(workdir, "metrics.jsonl")
+        self._logged = _last_logged_steps(path)
+        self._file = open(path, "a", buffering=1)
         self._writers = {}
         self._dir = os.path.join(workdir, "tensorboard")
 
     def write(self, step: int, split: str, metrics: dict) -> None:
-        if not self.enabled:
+        if not self.enabled or step <= self._logged.get(split, -1):
             return
+        self._logged[split] = step
         self._file.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
         import tensorflow as tf  # event files without the tensorboard package
 

@@ -1,7 +1,8 @@
 """python -m train.predict --workdir DIR VIDEO_OR_FRAME_DIR [--top 5]
 
-Classifies one video (a file ffmpeg can read, or a folder of frame images in name order) with a
-trained run: TSN centre sampling, 1-clip centre crop, prints the top classes with their scores.
+Classifies one video (a file ffmpeg can read, or a folder of frame images, frame_2 before
+frame_10: rubiks_jax.data.video_io) with a trained run: the 1-clip protocol (docs/DESIGN.md,
+"Evaluation protocols"), prints the top classes with their scores.
 """
 
 from __future__ import annotations

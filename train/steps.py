@@ -1,9 +1,10 @@
-"""The train and eval steps, written per device and `pmap`ped over the "batch" axis by the trainer:
-gradients and metrics are averaged over devices, BatchNorm statistics too (the models take
-bn_axis_name="batch")."""
+"""The train and eval steps, written per device and `pmap`ped over the "batch" axis by the trainer
+and the evaluation: gradients and metrics are averaged over devices, BatchNorm statistics too (the
+models take bn_axis_name="batch"). The loss is the model family's (rubiks_jax.models.get_loss)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -12,59 +13,65 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rubiks_jax.models import budget
 from rubiks_jax.layers import TEMPERATURE_COLLECTION
+from rubiks_jax.models import set_temperature
+from rubiks_jax.models.registry import LossFn
 
 AXIS = "batch"
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a resumed run needs: step, parameters, BatchNorm statistics, the AQ
-    temperature state (empty for other models), and the optimizer state."""
+    """Everything a resumed run needs: step, parameters, BatchNorm statistics, the annealed
+    temperature of the AttentionShift layers (TEMPERATURE_COLLECTION; empty for other models) and
+    the optimizer state."""
 
     step: jax.Array
     params: Any
     batch_stats: Any
-    shift_state: Any
+    temperature: Any
     opt_state: Any
 
     def variables(self) -> dict:
         out = {"params": self.params, "batch_stats": self.batch_stats}
-        if self.shift_state:
-            out[TEMPERATURE_COLLECTION] = self.shift_state
+        if self.temperature:
+            out[TEMPERATURE_COLLECTION] = self.temperature
         return out
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, temperature: jax.Array, *,
-               model: nn.Module, tx: optax.GradientTransformation, aq_budget: float,
-               aq_weight: float) -> tuple[TrainState, dict]:
-    """One SGD step on this device's share of the batch; returns the new state and metrics
-    averaged over devices (loss, cross-entropy, accuracy, achieved AQ budget)."""
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation, loss_fn: LossFn,
+               temperature_fn: Callable[[jax.Array], jax.Array] | None = None
+               ) -> tuple[TrainState, dict]:
+    """One optimizer step on this device's share of {"video": (B, T, H, W, 3), "label": (B,)}.
+
+    temperature_fn(step) is written into the model's temperature first (a no-op for models without
+    one). Returns the new state and metrics averaged over devices: "loss", the loss's own metrics
+    ("cross_entropy", AQ's "budget") and "accuracy".
+    """
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
-    shift_state = jax.tree_util.tree_map(lambda t: jnp.full_like(t, temperature),
-                                         state.shift_state)
+    variables = state.variables()
+    if temperature_fn is not None:
+        variables = set_temperature(variables, temperature_fn(state.step))
 
-    def loss_fn(params):
-        variables = {"params": params, "batch_stats": state.batch_stats}
-        if shift_state:
-            variables[TEMPERATURE_COLLECTION] = shift_state
-        logits, updates = model.apply(variables, batch["video"], train=True,
+    def objective(params):
+        current = {**variables, "params": params}
+        logits, updates = model.apply(current, batch["video"], train=True,
                                       mutable=["batch_stats"], rngs={"dropout": rng})
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        achieved = budget.mean_budget(variables)
-        loss = ce + aq_weight * jnp.square(jax.nn.relu(achieved - aq_budget))
-        return loss, (logits, updates["batch_stats"], ce, achieved)
+        loss, metrics = loss_fn(logits, batch["label"], current)
+        return loss, (logits, updates["batch_stats"], metrics)
 
-    (loss, (logits, batch_stats, ce, achieved)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (loss, (logits, batch_stats, metrics)), grads = jax.value_and_grad(
+        objective, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, AXIS)  # the shift-gradient normalisation runs after this, in tx
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "cross_entropy": ce, "budget": achieved,
+    metrics = {"loss": loss, **metrics,
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              shift_state=shift_state, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              batch_stats=batch_stats,
+                              temperature=variables.get(TEMPERATURE_COLLECTION, {}),
+                              opt_state=opt_state)
     return new_state, jax.lax.pmean(metrics, AXIS)
 
 

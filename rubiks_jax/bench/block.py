@@ -18,7 +18,7 @@ import numpy as np
 
 from rubiks_jax import flops
 from rubiks_jax.bench.timing import default_repeats, machine_description, time_fn
-from rubiks_jax.models.layer_blocks import layer_blocks
+from rubiks_jax.layers.baselines import layer_blocks
 
 PAPER_SHAPE = (8, 8, 56, 56, 72)  # (N, T, H, W, C)
 QUICK_SHAPE = (2, 4, 16, 16, 24)

@@ -18,8 +18,7 @@ import optax
 
 from rubiks_jax import flops
 from rubiks_jax.bench.timing import default_repeats, machine_description, on_accelerator, time_fn
-from rubiks_jax.models import TIERS, RubiksNet
-from rubiks_jax.models.tsm import TSMResNet
+from rubiks_jax.models import TIERS, create_model
 from rubiks_jax.optim import make_optimizer
 
 NUM_CLASSES = 174  # Something-Something-v2
@@ -37,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def models(frames: int, dtype) -> dict:
-    out = {f"RubiksNet-{tier}": RubiksNet(tier, NUM_CLASSES, num_frames=frames, dtype=dtype)
+    """The RubiksNet tiers and the TSM-ResNet50 baseline, by display name (rubiks_jax.models)."""
+    out = {f"RubiksNet-{tier}": create_model("rubiksnet", NUM_CLASSES, tier=tier,
+                                             num_frames=frames, dtype=dtype)
            for tier in TIERS}
-    out[BASELINE] = TSMResNet(50, NUM_CLASSES, num_frames=frames, dtype=dtype)
+    out[BASELINE] = create_model("tsm", NUM_CLASSES, depth=50, num_frames=frames, dtype=dtype)
     return out
 
 

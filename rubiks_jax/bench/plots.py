@@ -16,7 +16,7 @@ import os
 from collections import defaultdict
 
 from rubiks_jax import flops
-from rubiks_jax.models.layer_blocks import layer_blocks
+from rubiks_jax.layers.baselines import layer_blocks
 
 BLOCK_LABELS = {"conv3d": "3D conv", "tsm": "TSM", "rubiks_shift": "RubiksShift"}
 

@@ -1,4 +1,5 @@
-"""TSN segment sampling (DESIGN.md section 4): which frames of a video make a clip of T frames.
+"""TSN segment sampling (docs/DESIGN.md, "Training recipe" and "Evaluation protocols"): which
+frames of a video make a clip of T frames.
 
 The video's n frames are cut into T equal segments. Training takes one random frame per segment;
 testing takes each segment's centre; the second clip of "2-clip" testing takes each segment's

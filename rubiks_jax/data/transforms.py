@@ -1,6 +1,7 @@
-"""Clip transforms in TensorFlow (DESIGN.md section 4): decode the sampled frames, multi-scale crop,
-flip with label swap, test crops, ImageNet normalisation. Frames are (T, H, W, 3); the same crop
-and flip apply to every frame of a clip. Random ops are stateless, seeded per example.
+"""Clip transforms in TensorFlow (docs/DESIGN.md, "Training recipe" and "Evaluation protocols"):
+decode the sampled frames, multi-scale crop, flip with label swap, test crops, ImageNet
+normalisation. Frames are (T, H, W, 3); the same crop and flip apply to every frame of a clip.
+Random ops are stateless, seeded per example.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from rubiks_jax.layers.shift import AttentionShift, RubiksShift
 
 VARIANTS = ("rubiks3d", "rubiks3d_q", "rubiks3d_aq")
 
-# normal(0, sqrt(2 / (k * k * Cout))): He init over the fan-out, untruncated (DESIGN.md section 3).
+# normal(0, sqrt(2 / (k * k * Cout))): He init over the fan-out, untruncated (docs/DESIGN.md,
+# "Layers and models").
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
@@ -85,7 +86,7 @@ class SqueezeExcite(nn.Module):
 
 
 class RubiksShiftBlock(nn.Module):
-    """Pre-activation RubiksShift block (expansion 1), DESIGN.md section 3.
+    """Pre-activation RubiksShift block (expansion 1), docs/DESIGN.md, "Layers and models".
 
     a = relu(bn1(x)); shortcut = x or conv1x1(a, stride); y = conv1x1(a) [after the temporal
     AttentionShift for rubiks3d_aq]; y = relu(bn2(y)); y = shift(y, stride (1, s, s)); [SE];

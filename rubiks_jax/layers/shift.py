@@ -1,6 +1,7 @@
-"""Shift layers: the learnable RubiksShift and the budget-constrained temporal AttentionShift.
+"""Shift layers: the learnable RubiksShift, the budget-constrained temporal AttentionShift, and
+TSM's fixed temporal shift (its pattern also initialises RubiksShift with shift_init="tsm").
 
-Both act on channels-last (N, T, H, W, C) features.
+All act on channels-last (N, T, H, W, C) features.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from rubiks_jax.ops import integer_shift, rubiks_shift
-from rubiks_jax.ops.xla_reference import round_half_up
+from rubiks_jax.ops.geometry import round_half_up
 
 AXES = {"thw": (0, 1, 2), "hw": (1, 2)}
-TEMPERATURE_COLLECTION = "shift_state"  # AttentionShift's temperature: state the trainer sets
+TEMPERATURE_COLLECTION = "temperature"  # AttentionShift's temperature: state the trainer sets
 
 
 def uniform_shift_init(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
@@ -23,15 +24,19 @@ def uniform_shift_init(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32
     return jax.random.uniform(key, shape, dtype, -1.0, 1.0)
 
 
+def tsm_offsets(channels: int, fold_div: int = 8) -> jax.Array:
+    """TSM's temporal shift pattern dt (C,) int32: the first C/fold_div channels +1 (they read frame
+    t+1), the next C/fold_div -1 (frame t-1), the rest 0."""
+    k = channels // fold_div
+    return jnp.zeros((channels,), jnp.int32).at[:k].set(1).at[k:2 * k].set(-1)
+
+
 def tsm_shift_init(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
-    """TSM-like temporal init: C/8 channels at dt = +1, C/8 at dt = -1, the rest (and dh, dw) 0.
+    """TSM-like temporal init: dt = tsm_offsets (C/8 channels +1, C/8 -1), the rest (and dh, dw) 0.
 
     Expects the temporal axis first (axes "thw")."""
     del key
-    c = shape[0]
-    k = c // 8
-    dt = jnp.zeros((c,), dtype).at[:k].set(1.0).at[k:2 * k].set(-1.0)
-    return jnp.zeros(shape, dtype).at[:, 0].set(dt)
+    return jnp.zeros(shape, dtype).at[:, 0].set(tsm_offsets(shape[0]).astype(dtype))
 
 
 SHIFT_INITS = {"uniform": uniform_shift_init, "tsm": tsm_shift_init}
@@ -92,6 +97,12 @@ def _temporal_integer_shift(x: jax.Array, dt: jax.Array) -> jax.Array:
     return integer_shift(x, shift)
 
 
+def tsm_temporal_shift(x: jax.Array, fold_div: int = 8) -> jax.Array:
+    """TSM's fixed, zero-FLOP shift of (..., T, H, W, C): C/fold_div channels take frame t+1, the
+    next C/fold_div frame t-1 (zeros at the ends), the rest stay."""
+    return _temporal_integer_shift(x, tsm_offsets(x.shape[-1], fold_div))
+
+
 def shifted_fraction(logits: jax.Array, temperature: jax.Array) -> jax.Array:
     """Expected fraction of channels that shift in time: mean_c (1 - a_c1), a_c1 the weight of 0."""
     return jnp.mean(1.0 - attention_weights(logits, temperature)[:, 1])
@@ -102,7 +113,7 @@ class AttentionShift(nn.Module):
 
     y[t] = a_c0 x[t-1] + a_c1 x[t] + a_c2 x[t+1], zero padded in time, with attention
     a_c = softmax(w_c / (std(w_c) + 1e-6) / tau). Parameter `attention` (C, 3) ~ U[0, 1); the
-    temperature tau (2.0 at init) lives in the "shift_state" collection, set by the trainer and
+    temperature tau (2.0 at init) lives in the "temperature" collection, set by the trainer and
     saved with the model. `hard=True` takes the argmax: an integer temporal shift through the
     zero-FLOP path. `deployed=True` is the inference form: the parameter is then
     `temporal_shift` (C,), the integer dt per channel (see rubiks_jax.models.deploy).

@@ -16,7 +16,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from rubiks_jax.layers.shift import TEMPERATURE_COLLECTION, hard_temporal_shift
 from rubiks_jax.models.rubiksnet import RubiksNet
-from rubiks_jax.ops.xla_reference import round_half_up
+from rubiks_jax.ops.geometry import round_half_up
 
 
 def to_inference(model: RubiksNet, variables: Mapping) -> tuple[RubiksNet, dict]:

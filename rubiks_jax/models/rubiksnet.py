@@ -1,4 +1,4 @@
-"""RubiksNet: the four tiers and three variants of DESIGN.md section 3.
+"""RubiksNet: the four tiers and three variants (docs/DESIGN.md, "Layers and models").
 
     model = RubiksNet("small", num_classes=174)
     variables = model.init(key, x, train=False)                  # x: (N, T, H, W, 3)
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from rubiks_jax.layers.blocks import VARIANTS, RubiksShiftBlock, batch_norm, conv_init
+from rubiks_jax.models.inputs import check_video
 
 # tier: (base width w, blocks in layer1..4, squeeze-excite)
 TIERS = {
@@ -26,23 +27,11 @@ TIERS = {
 SPATIAL_STRIDE = 32  # stem (2) and the first block of layer1..4 (2 each)
 
 
-def check_video(x: jax.Array, num_frames: int, divisor: int = SPATIAL_STRIDE) -> None:
-    """Raises ValueError unless x is (N, num_frames, H, W, 3) with H and W divisible by `divisor`."""
-    if x.ndim != 5 or x.shape[-1] != 3:
-        raise ValueError(f"x must be a video batch of shape (N, T, H, W, 3), got {tuple(x.shape)}")
-    if x.shape[1] != num_frames:
-        raise ValueError(f"x has {x.shape[1]} frames but the model was built with num_frames="
-                         f"{num_frames}")
-    if x.shape[2] % divisor or x.shape[3] % divisor:
-        raise ValueError(f"x's spatial size {x.shape[2]}x{x.shape[3]} must be divisible by "
-                         f"{divisor}")
-
-
 class RubiksNet(nn.Module):
     """RubiksNet of a tier ("tiny" | "small" | "medium" | "large") and variant.
 
     Attributes:
-      tier, num_classes, num_frames: architecture (DESIGN.md tier table) and output size.
+      tier, num_classes, num_frames: architecture (the tier table of docs/DESIGN.md) and output size.
       variant: "rubiks3d" (learnable dt, dh, dw), "rubiks3d_q" (quantized), "rubiks3d_aq"
         (temporal attention shift with a budget, learnable dh, dw).
       dropout_rate: dropout before the per-frame classifier.
@@ -74,7 +63,7 @@ class RubiksNet(nn.Module):
             raise ValueError(f"tier must be one of {sorted(TIERS)}, got {self.tier!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        check_video(x, self.num_frames)
+        check_video(x, self.num_frames, SPATIAL_STRIDE)
         width, blocks, se = TIERS[self.tier]
         block = lambda features, stride, name: RubiksShiftBlock(  # noqa: E731
             features, stride, variant=self.variant, se=se, shift_init=self.shift_init,

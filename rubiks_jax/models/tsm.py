@@ -1,7 +1,8 @@
 """TSM ResNet baselines (ResNet18 / ResNet50 with the temporal shift module), channels last.
 
 In every residual branch, before its first convolution, C/8 channels read the next frame and C/8
-the previous one (the fixed, zero-FLOP temporal shift of TSM); the rest stay. Convolutions are 2-D
+the previous one (`rubiks_jax.layers.tsm_temporal_shift`, TSM's fixed, zero-FLOP shift); the rest
+stay. Convolutions are 2-D
 per frame, BatchNorm statistics over (N, T, H, W); post-activation ResNet v1.5 (stride on the 3x3).
 """
 
@@ -15,18 +16,11 @@ import jax
 import jax.numpy as jnp
 
 from rubiks_jax.layers.blocks import batch_norm, conv1x1, conv_init
-from rubiks_jax.models.rubiksnet import check_video
-from rubiks_jax.ops import integer_shift
+from rubiks_jax.layers.shift import tsm_temporal_shift
+from rubiks_jax.models.inputs import check_video
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
-
-
-def tsm_temporal_shift(x: jax.Array, fold_div: int = 8) -> jax.Array:
-    """C/fold_div channels take frame t+1, the next C/fold_div frame t-1 (zeros at the ends)."""
-    c = x.shape[-1]
-    k = c // fold_div
-    dt = jnp.zeros((c,), jnp.int32).at[:k].set(1).at[k:2 * k].set(-1)
-    return integer_shift(x, jnp.zeros((c, 3), jnp.int32).at[:, 0].set(dt))
+SPATIAL_STRIDE = 32  # stem (2), max pool (2) and the first block of layer2..4 (2 each)
 
 
 class TSMBasicBlock(nn.Module):
@@ -89,7 +83,7 @@ class TSMResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {self.depth}")
-        check_video(x, self.num_frames)
+        check_video(x, self.num_frames, SPATIAL_STRIDE)
         kind, blocks = DEPTHS[self.depth]
         block_cls = TSMBasicBlock if kind == "basic" else TSMBottleneck
         x = x.astype(self.dtype)

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from rubiks_jax.ops.geometry import out_extent
-from rubiks_jax.ops.rubiks_shift import _triple
+from rubiks_jax.ops.geometry import as_triple, out_extent
 
 
 def integer_shift(x: jax.Array, shift: jax.Array, *, stride: int | Sequence[int] = (1, 1, 1),
@@ -26,8 +25,8 @@ def integer_shift(x: jax.Array, shift: jax.Array, *, stride: int | Sequence[int]
         raise ValueError(f"shift must be an integer array of shape (C, 3), got dtype {shift.dtype}")
     if tuple(shift.shape) != (x.shape[-1], 3):
         raise ValueError(f"shift must have shape (C, 3) = ({x.shape[-1]}, 3), got {tuple(shift.shape)}")
-    stride = _triple(stride, "stride", 1)
-    padding = _triple(padding, "padding", 0)
+    stride = as_triple(stride, "stride", 1)
+    padding = as_triple(padding, "padding", 0)
     y = x
     for a in range(3):
         axis = x.ndim - 4 + a

@@ -1,4 +1,4 @@
-"""`rubiks_shift`: the learnable 3D shift with trilinear interpolation (DESIGN.md section 2).
+"""`rubiks_shift`: the learnable 3D shift with trilinear interpolation (docs/DESIGN.md, "The op").
 
     rubiks_shift(x, shift, *, stride=(1, 1, 1), padding=(0, 0, 0), quantize=False, impl=None)
 
@@ -20,28 +20,12 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rubiks_jax.ops import ffi_kernels, xla_reference
-from rubiks_jax.ops.geometry import Geometry
+from rubiks_jax.ops.geometry import Geometry, as_triple
 
 IMPLS = ("ffi", "xla")
 _DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
-
-
-def _triple(value: int | Sequence[int], name: str, minimum: int) -> tuple[int, int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value,) * 3
-    try:
-        out = tuple(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an int or 3 ints (t, h, w), got {value!r}") from None
-    if len(out) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                for v in out):
-        raise ValueError(f"{name} must be an int or 3 ints (t, h, w), got {value!r}")
-    if any(v < minimum for v in out):
-        raise ValueError(f"{name} must be >= {minimum} on every axis, got {out}")
-    return tuple(int(v) for v in out)
 
 
 def _resolve_impl(impl: str | None) -> str:
@@ -87,8 +71,8 @@ def rubiks_shift(x: jax.Array, shift: jax.Array, *, stride: int | Sequence[int] 
       (..., To, Ho, Wo, C) in x's dtype.
     """
     _check_inputs(x, shift)
-    geo = Geometry(tuple(int(v) for v in x.shape[-4:-1]), _triple(stride, "stride", 1),
-                   _triple(padding, "padding", 0))
+    geo = Geometry(tuple(int(v) for v in x.shape[-4:-1]), as_triple(stride, "stride", 1),
+                   as_triple(padding, "padding", 0))
     impl = _resolve_impl(impl)
     batch = x.shape[:-4]
     x5 = x.reshape((math.prod(batch),) + x.shape[-4:])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from rubiks_jax.ops.geometry import Geometry
+from rubiks_jax.ops.geometry import Geometry, round_half_up
 
 # Same bound as the kernels (rubiks_shift_math.h): larger shifts read only zero padding.
 MAX_ABS_SHIFT = 2.0**30
@@ -25,12 +25,6 @@ def split_shift(shift: jnp.ndarray, quantize: bool) -> tuple[jnp.ndarray, jnp.nd
     q = jnp.floor(d)
     r = jnp.where(finite, d - q, jnp.nan)
     return q, r
-
-
-def round_half_up(d: jnp.ndarray) -> jnp.ndarray:
-    """floor(d + 0.5) without the float32 rounding of d + 0.5 (0.49999997 must give 0, not 1)."""
-    f = jnp.floor(d)
-    return f + (d - f >= 0.5).astype(d.dtype)
 
 
 def _interp_axis(x: jnp.ndarray, axis: int, q: jnp.ndarray, r: jnp.ndarray, out_len: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 import subprocess
 
@@ -317,12 +318,12 @@ def test_kinetics_missing_split_names_candidates(tmp_path):
         assert str(tmp_path / "manual" / candidate) in str(err.value)
 
 
-def test_list_frames_sorts_numbers_by_value(tmp_path):
+def test_load_clip_sorts_numbers_by_value(tmp_path):
     from etils import epath
 
     for name in ("10.jpg", "9.jpg", "1.JPG", "notes.txt", "2.jpeg"):
         (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in common.list_frames(epath.Path(tmp_path))] == ["1.JPG", "2.jpeg", "9.jpg", "10.jpg"]
+    assert [os.path.basename(p) for p in common.load_clip(epath.Path(tmp_path))] == ["1.JPG", "2.jpeg", "9.jpg", "10.jpg"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(builders.ManualDataError, match="no .jpg"):
-        common.list_frames(epath.Path(tmp_path / "empty"))
+        common.load_clip(epath.Path(tmp_path / "empty"))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rubiks_jax.layers import PointwiseConv, RubiksShiftBlock, SqueezeExcite
+from rubiks_jax.layers import TEMPERATURE_COLLECTION, PointwiseConv, RubiksShiftBlock, SqueezeExcite
 
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 8, 8, 24))
 
@@ -52,7 +52,7 @@ def test_aq_block_has_attention_and_spatial_shift_only():
     v = RubiksShiftBlock(24, 1, variant="rubiks3d_aq").init(jax.random.PRNGKey(1), X)
     assert v["params"]["attention_shift"]["attention"].shape == (24, 3)
     assert v["params"]["shift"]["shift"].shape == (24, 2)
-    assert "temperature" in v["shift_state"]["attention_shift"]
+    assert "temperature" in v[TEMPERATURE_COLLECTION]["attention_shift"]
 
 
 def test_bad_variant():

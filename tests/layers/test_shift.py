@@ -1,11 +1,12 @@
-"""RubiksShift and AttentionShift layers."""
+"""RubiksShift, AttentionShift and TSM's fixed temporal shift."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rubiks_jax.layers import (AttentionShift, RubiksShift, attention_weights, shifted_fraction)
+from rubiks_jax.layers import (TEMPERATURE_COLLECTION, AttentionShift, RubiksShift, attention_weights,
+                               shifted_fraction, tsm_temporal_shift)
 from rubiks_jax.ops import rubiks_shift
 
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 7, 64))
@@ -52,7 +53,7 @@ def _attention(temperature=None, hard=False):
     layer = AttentionShift(hard=hard)
     v = layer.init(jax.random.PRNGKey(3), X)
     if temperature is not None:
-        v = {**v, "shift_state": {"temperature": jnp.asarray(temperature, jnp.float32)}}
+        v = {**v, TEMPERATURE_COLLECTION: {"temperature": jnp.asarray(temperature, jnp.float32)}}
     return layer, v
 
 
@@ -60,7 +61,7 @@ def test_attention_init_and_definition():
     layer, v = _attention()
     w = np.asarray(v["params"]["attention"])
     assert w.shape == (64, 3) and w.min() >= 0 and w.max() < 1
-    assert float(v["shift_state"]["temperature"]) == 2.0
+    assert float(v[TEMPERATURE_COLLECTION]["temperature"]) == 2.0
     a = np.asarray(attention_weights(jnp.asarray(w), 2.0))
     scaled = w / (w.std(axis=1, keepdims=True) + 1e-6) / 2.0
     expected_a = np.exp(scaled) / np.exp(scaled).sum(axis=1, keepdims=True)
@@ -97,3 +98,13 @@ def test_hard_attention_is_an_integer_temporal_shift():
     dt = np.argmax(np.asarray(v["params"]["attention"]), axis=1) - 1
     shift = jnp.zeros((64, 3)).at[:, 0].set(dt)
     np.testing.assert_array_equal(y, rubiks_shift(X, shift))
+
+
+def test_tsm_shift_moves_one_eighth_each_way():
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 2, 2, 16))
+    y = np.asarray(tsm_temporal_shift(x))
+    x = np.asarray(x)
+    np.testing.assert_array_equal(y[:, :-1, ..., :2], x[:, 1:, ..., :2])   # reads t + 1
+    np.testing.assert_array_equal(y[:, -1, ..., :2], 0)
+    np.testing.assert_array_equal(y[:, 1:, ..., 2:4], x[:, :-1, ..., 2:4])  # reads t - 1
+    np.testing.assert_array_equal(y[..., 4:], x[..., 4:])

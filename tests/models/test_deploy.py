@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rubiks_jax import flops
+from rubiks_jax.layers import TEMPERATURE_COLLECTION
 from rubiks_jax.models import RubiksNet, to_inference
 
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 32, 32, 3))
@@ -34,7 +35,7 @@ def test_aq_model_deploys_to_hard_temporal_shifts():
     model = RubiksNet("tiny", 5, num_frames=4, variant="rubiks3d_aq")
     v = _trained(model)
     deployed, dv = to_inference(model, v)
-    assert "shift_state" not in dv
+    assert TEMPERATURE_COLLECTION not in dv
     layer = dv["params"]["layer2_block0"]["attention_shift"]
     assert set(layer) == {"temporal_shift"}
     assert set(np.unique(np.asarray(layer["temporal_shift"]))) <= {-1.0, 0.0, 1.0}

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rubiks_jax.layers import TEMPERATURE_COLLECTION
 from rubiks_jax.models import RubiksNet, budget_loss, budget_stats, mean_budget, set_temperature
 
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 32, 32, 3))
@@ -105,7 +106,7 @@ def test_aq_budget_statistics_and_temperature():
     assert float(budget_loss(v, 1.0)) == 0.0
     cold = set_temperature(v, 0.01)
     assert all(float(t) == np.float32(0.01)
-               for t in jax.tree_util.tree_leaves(cold["shift_state"]))
+               for t in jax.tree_util.tree_leaves(cold[TEMPERATURE_COLLECTION]))
     assert float(mean_budget(cold)) != b
     assert float(jnp.max(jnp.abs(model.apply(cold, X) - model.apply(v, X)))) > 0
     # The budget loss is differentiable in the attention logits.

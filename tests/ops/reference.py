@@ -1,4 +1,5 @@
-"""Independent float64 NumPy reference of the RubiksShift op and its gradients (DESIGN.md section 2).
+"""Independent float64 NumPy reference of the RubiksShift op and its gradients (docs/DESIGN.md,
+"The op").
 
 Written from the definition, not from the kernels: the sample point P = o*s - p + d is formed in
 float64 per output index, corners are read with explicit masks, the input gradient is a scatter

@@ -1,4 +1,5 @@
-"""The pmapped train step on 4 host devices equals the single-device step on the same global batch."""
+"""The pmapped train step on 4 host devices equals the single-device step on the same global
+batch; the AQ step sets the temperature and the family's budget loss lowers the budget."""
 
 import os
 import subprocess
@@ -10,6 +11,7 @@ SCRIPT = textwrap.dedent("""
     import flax, flax.linen as nn, jax, jax.numpy as jnp, numpy as np
     from rubiks_jax import optim
     from rubiks_jax.layers import RubiksShiftBlock
+    from rubiks_jax.models import get_loss
     from train import steps
 
     class Small(nn.Module):  # stem, one RubiksShift block, classifier: quick to compile
@@ -30,16 +32,16 @@ SCRIPT = textwrap.dedent("""
         tx, _ = optim.make_optimizer(base_lr=0.1, steps_per_epoch=10, warmup_epochs=0,
                                      decay_epochs=(5,), params=variables["params"])
         state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                                 batch_stats=variables["batch_stats"], shift_state={},
+                                 batch_stats=variables["batch_stats"], temperature={},
                                  opt_state=tx.init(variables["params"]))
-        step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, aq_budget=0.125,
-                                          aq_weight=0.0), axis_name=steps.AXIS,
-                        devices=jax.devices()[:n_dev])
+        step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx,
+                                          loss_fn=get_loss("rubiksnet")),
+                        axis_name=steps.AXIS, devices=jax.devices()[:n_dev])
         repl = flax.jax_utils.replicate(state, jax.devices()[:n_dev])
         sharded = jax.tree_util.tree_map(lambda x: x.reshape((n_dev, -1) + x.shape[1:]), batch)
         for _ in range(3):
             repl, metrics = step(repl, sharded, flax.jax_utils.replicate(jax.random.PRNGKey(1),
-                                 jax.devices()[:n_dev]), jnp.ones((n_dev,)))
+                                 jax.devices()[:n_dev]))
         first = lambda t: jax.tree_util.tree_map(lambda x: np.asarray(x)[0], t)
         results[n_dev] = (first(repl),
                           {k: float(v[0]) for k, v in metrics.items()})
@@ -71,8 +73,8 @@ def test_aq_step_sets_temperature_and_budget_loss_lowers_the_budget():
     import numpy as np
 
     from rubiks_jax import optim
-    from rubiks_jax.layers import RubiksShiftBlock
-    from rubiks_jax.models import mean_budget
+    from rubiks_jax.layers import TEMPERATURE_COLLECTION, RubiksShiftBlock
+    from rubiks_jax.models import get_loss, mean_budget
     from train import steps
 
     class SmallAQ(nn.Module):
@@ -90,22 +92,24 @@ def test_aq_step_sets_temperature_and_budget_loss_lowers_the_budget():
     tx, _ = optim.make_optimizer(base_lr=1.0, steps_per_epoch=10, warmup_epochs=0,
                                  decay_epochs=(5,), shift_lr_ratio=1.0, params=v["params"])
     state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
-                             batch_stats=v["batch_stats"], shift_state=v["shift_state"],
+                             batch_stats=v["batch_stats"],
+                             temperature=v[TEMPERATURE_COLLECTION],
                              opt_state=tx.init(v["params"]))
-    step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, aq_budget=0.0,
-                                      aq_weight=100.0), axis_name=steps.AXIS,
-                    devices=jax.devices()[:1])
+    loss_fn = get_loss("rubiksnet", variant="rubiks3d_aq", budget=0.0, budget_weight=100.0)
+    step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
+                                      temperature_fn=lambda step: 0.5),
+                    axis_name=steps.AXIS, devices=jax.devices()[:1])
     repl = flax.jax_utils.replicate(state, jax.devices()[:1])
     at_init = float(mean_budget(v))  # temperature 2.0
     new, metrics = step(repl, batch, flax.jax_utils.replicate(jax.random.PRNGKey(1),
-                                                               jax.devices()[:1]),
-                        jnp.full((1,), 0.5))
+                                                               jax.devices()[:1]))
     new = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], new)
-    temps = jax.tree_util.tree_leaves(new.shift_state)
+    temps = jax.tree_util.tree_leaves(new.temperature)
     assert temps and all(float(t) == 0.5 for t in temps)
     after = float(mean_budget(new.variables()))
     at_half = float(mean_budget({"params": v["params"],
-                                 "shift_state": jax.tree_util.tree_map(
-                                     lambda t: jnp.full_like(t, 0.5), v["shift_state"])}))
+                                 TEMPERATURE_COLLECTION: jax.tree_util.tree_map(
+                                     lambda t: jnp.full_like(t, 0.5),
+                                     v[TEMPERATURE_COLLECTION])}))
     assert abs(float(metrics["budget"][0]) - at_half) < 1e-5  # reported at the step's temperature
     assert after < at_half and abs(at_init - at_half) > 1e-4

@@ -1,4 +1,5 @@
-"""The recipe of DESIGN.md section 4 as an ml_collections ConfigDict; data set configs adjust it."""
+"""The recipe (docs/DESIGN.md, "Training recipe") as an ml_collections ConfigDict; data set configs
+adjust it."""
 
 import ml_collections
 
@@ -31,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dropout_rate = 0.3
     c.model.dtype = "float32"                  # compute dtype: float32 | bfloat16
     c.model.impl = ""                          # shift op implementation: "" (default) | ffi | xla
+    c.model.budget = 0.125                     # rubiks3d_aq's loss: cross-entropy
+                                               # + budget_weight * relu(B - budget)^2
+    c.model.budget_weight = 10.0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.kind = "sgd"                       # sgd (the published recipe) | adam
@@ -45,11 +49,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.shift_lr_ratio = 0.01
     c.optim.temporal_factor = 0.1
 
-    c.aq = ml_collections.ConfigDict()
-    c.aq.budget = 0.125
-    c.aq.weight = 10.0
-    c.aq.initial_temperature = 2.0
-    c.aq.final_temperature = 0.01
+    c.temperature = ml_collections.ConfigDict()  # rubiks3d_aq's AttentionShift temperature:
+                                                 # exponential over the planned run
+    c.temperature.initial = 2.0
+    c.temperature.final = 0.01
+
+    c.init_from = ""                           # fine-tuning: another run's workdir (its best
+                                               # checkpoint, classifier left out)
 
     c.log_every_steps = 50
     c.eval_every_epochs = 1

@@ -13,5 +13,4 @@ def get_config():
     c.optim.num_epochs = 15
     c.optim.warmup_epochs = 1
     c.optim.decay_epochs = (10, 13)
-    c.init_from = ""
     return c

@@ -6,11 +6,12 @@ Importing this package registers `rubiks_ssv2`, `rubiks_hmdb51` (configs split1/
 reads the files that its MANUAL_DOWNLOAD_INSTRUCTIONS list from `DownloadConfig(manual_dir=...)`.
 """
 
-from rubiks_jax.data.builders.common import FfmpegNotFoundError, ManualDataError
+from rubiks_jax.data.builders.common import ManualDataError
 from rubiks_jax.data.builders.hmdb51 import RubiksHmdb51
 from rubiks_jax.data.builders.kinetics400 import RubiksKinetics400
 from rubiks_jax.data.builders.ssv2 import RubiksSsv2
 from rubiks_jax.data.builders.synthetic import RubiksSynthetic
+from rubiks_jax.data.video_io import FfmpegNotFoundError
 
 __all__ = ["FfmpegNotFoundError", "ManualDataError", "RubiksHmdb51", "RubiksKinetics400", "RubiksSsv2",
            "RubiksSynthetic"]

@@ -1,9 +1,9 @@
 """What the video builders share: the feature schema with class names read from the manual data,
-locating the manual files (with errors that name the missing path), listing the frames of a
-folder and turning a video file into JPEG frames with ffmpeg.
+locating the manual files (with errors that name the missing path) and loading one clip through
+`rubiks_jax.data.video_io`.
 
-Every builder stores each example as {"video": (T,) encoded JPEG frames, "label", "video_id"}
-(`rubiks_jax.data.features.video_features`). Extracted JPEG frames are stored as they are, without
+Every builder stores each example as {"video": (T,) encoded frames, "label", "video_id"}
+(`rubiks_jax.data.features.video_features`). Extracted frames are stored as they are, without
 re-encoding; video files are split into JPEG frames by ffmpeg.
 """
 
@@ -11,29 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import tensorflow_datasets as tfds
 from etils import epath
 
+from rubiks_jax.data import video_io
 from rubiks_jax.data.features import video_features
 
 logger = logging.getLogger("rubiks_jax.data.builders")
 
-FRAME_SUFFIXES = (".jpg", ".jpeg")
-VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv")
-
 
 class ManualDataError(FileNotFoundError):
     """The manual data of a builder is missing or not laid out as its instructions say."""
-
-
-class FfmpegNotFoundError(RuntimeError):
-    """A video file needs ffmpeg to be split into frames and ffmpeg is not on PATH."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,70 +99,15 @@ def warn_missing(split: str, missing: Sequence[str], total: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Frames and videos
+# Clips
 
 
-def _natural_key(name: str):
-    # "frame_2.jpg" before "frame_10.jpg"; identical to plain sorting for zero-padded names.
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def list_frames(folder: epath.Path) -> list[epath.Path]:
-    """The JPEG frames of a folder (*.jpg / *.jpeg), sorted by file name (numbers by value)."""
-    frames = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
-    if not frames:
-        raise ManualDataError(f"Frame folder {os.fspath(folder)} holds no .jpg/.jpeg frames.")
-    return sorted(frames, key=lambda p: _natural_key(p.name))
-
-
-def frame_paths(folder: epath.Path) -> list[str]:
-    """Paths of a folder's frames; the Video feature stores their bytes as they are (no re-encode)."""
-    return [os.fspath(p) for p in list_frames(folder)]
-
-
-def read_video(path: epath.Path, jpeg_quality: int = 2) -> list[bytes]:
-    """Every frame of a video file as JPEG bytes, decoded by ffmpeg.
-
-    jpeg_quality is ffmpeg's -q:v (2 = high quality, 31 = lowest). Frames are passed through one
-    for one (no frame-rate conversion).
-    """
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise FfmpegNotFoundError(
-            f"Cannot read the video file {os.fspath(path)}: ffmpeg is not on PATH. Install ffmpeg "
-            "(e.g. `apt-get install ffmpeg` or `conda install ffmpeg`) or extract the videos to JPEG "
-            "frame folders as the builder's MANUAL_DOWNLOAD_INSTRUCTIONS describe.")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.fspath(path)
-        if not os.path.isfile(local):  # not on the local file system (e.g. gs://): copy it first
-            local = os.path.join(tmp, "input" + epath.Path(path).suffix)
-            epath.Path(local).write_bytes(epath.Path(path).read_bytes())
-        out_dir = os.path.join(tmp, "frames")
-        os.mkdir(out_dir)
-        def run(passthrough: list[str]):
-            cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", local, "-map", "0:v:0",
-                   *passthrough, "-q:v", str(jpeg_quality), "-f", "image2",
-                   os.path.join(out_dir, "%08d.jpg")]
-            return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
-
-        # One output frame per decoded frame: -fps_mode (ffmpeg >= 5.1), else the older -vsync.
-        result = run(["-fps_mode", "passthrough"])
-        if result.returncode != 0 and b"fps_mode" in result.stderr:
-            result = run(["-vsync", "0"])
-        if result.returncode != 0:
-            raise ValueError(f"ffmpeg could not decode {os.fspath(path)} (exit {result.returncode}): "
-                             + result.stderr.decode("utf-8", "replace").strip())
-        names = sorted(os.listdir(out_dir))
-        if not names:
-            raise ValueError(f"ffmpeg decoded no frames from {os.fspath(path)}.")
-        frames = []
-        for name in names:
-            with open(os.path.join(out_dir, name), "rb") as f:
-                frames.append(f.read())
-    return frames
-
-
-def load_clip(path: epath.Path):
-    """What the Video feature gets for one clip: frame paths for a frame folder, JPEG bytes for a
-    video file."""
-    return frame_paths(path) if path.is_dir() else read_video(path)
+def load_clip(path: epath.Path) -> list[str] | list[bytes]:
+    """What the Video feature gets for one clip: frame paths for a frame folder (the files are stored
+    as they are), JPEG bytes for a video file. An empty frame folder raises ManualDataError."""
+    if not path.is_dir():
+        return video_io.video_file_to_jpegs(path)
+    try:
+        return video_io.list_frame_files(path)
+    except FileNotFoundError as err:  # in a builder, an empty frame folder is bad manual data
+        raise ManualDataError(str(err)) from err

@@ -6,6 +6,7 @@ import csv
 
 import tensorflow_datasets as tfds
 
+from rubiks_jax.data import video_io
 from rubiks_jax.data.builders import common
 
 _INSTRUCTIONS = """
@@ -52,7 +53,7 @@ def _folder_clips(split_dir) -> list[tuple[str, str, object]]:
         for clip in sorted(class_dir.iterdir()):
             if clip.is_dir():
                 clips.append((class_dir.name, clip.name, clip))
-            elif clip.suffix.lower() in common.VIDEO_SUFFIXES:
+            elif clip.suffix.lower() in video_io.VIDEO_SUFFIXES:
                 clips.append((class_dir.name, clip.stem, clip))
     return clips
 
@@ -101,7 +102,7 @@ class RubiksKinetics400(tfds.core.GeneratorBasedBuilder):
         videos_dir = common.require(root / "videos", "Kinetics-400 video folder", _INSTRUCTIONS)
         index = {}
         for path in videos_dir.iterdir():
-            if path.suffix.lower() in common.VIDEO_SUFFIXES:
+            if path.suffix.lower() in video_io.VIDEO_SUFFIXES:
                 index.setdefault(path.stem, path)
             elif path.is_dir():
                 index[path.name] = path  # a frame folder wins over a video file of the same name

@@ -1,9 +1,12 @@
-"""The three blocks of the paper's layer-level comparison (DESIGN.md section 5), at equal input and
-output channels and stride 1, all pre-activation residual blocks with two convolutions:
+"""The three blocks of the paper's layer-level comparison (docs/DESIGN.md, "Layers and models";
+the paper's figures in "Published figures"), at equal input and output channels and stride 1, all
+pre-activation residual blocks with two convolutions:
 
 - Conv3DBlock: two 3x3x3 convolutions.
 - TSMBlock: two (fixed TSM temporal shift + 3x3 2-D convolution).
-- RubiksShiftBlock (rubiks_jax.layers): two 1x1 convolutions around a learnable 3D shift.
+- RubiksShiftBlock (rubiks_jax.layers.blocks): two 1x1 convolutions around a learnable 3D shift.
+
+Each maps (N, T, H, W, C) to the same shape.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rubiks_jax.layers.blocks import RubiksShiftBlock, batch_norm, conv_init
-from rubiks_jax.models.tsm import tsm_temporal_shift
+from rubiks_jax.layers.shift import tsm_temporal_shift
 
 
 class Conv3DBlock(nn.Module):

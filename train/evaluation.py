@@ -1,0 +1,54 @@
+"""The evaluation loop: top-1 / top-5 over a whole eval split with a published protocol
+(docs/DESIGN.md, "Evaluation protocols"), every example counted exactly once on any number of
+devices and processes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import flax
+import flax.linen as nn
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from rubiks_jax.data import pipeline
+from train import steps
+
+EvalFn = Callable[[steps.TrainState, dict], dict]
+
+
+def make_eval_fn(model: nn.Module) -> EvalFn:
+    """steps.eval_step over the local devices: (replicated state, host batch of any size) ->
+    replicated sums. The batch is zero-padded to a multiple of the devices, and a padded example
+    has mask False, so it counts nothing."""
+    p_eval = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name=steps.AXIS)
+    return flax.jax_utils.pad_shard_unpad(p_eval, static_return=True)
+
+
+def evaluate(eval_fn: EvalFn, state_repl: steps.TrainState, builder: tfds.core.DatasetBuilder,
+             dcfg: pipeline.DataConfig, batch_size: int, views: str) -> dict:
+    """{"top1", "top5", "num_examples", "views"} over dcfg.eval_split; `batch_size` is global."""
+    per_process = batch_size // jax.process_count()
+    ds = pipeline.eval_dataset(builder, dcfg, per_process, views, jax.process_index(),
+                               jax.process_count())
+    # Every process runs as many batches as the largest shard needs (padded ones, mask False), so
+    # that all stay in step.
+    num_batches = pipeline.eval_num_batches(builder, dcfg, per_process, jax.process_count())
+    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
+    for batch in pipeline.padded_batches(ds, per_process, num_batches):
+        counts = jax.device_get(flax.jax_utils.unreplicate(eval_fn(state_repl, batch)))
+        for k in totals:
+            totals[k] += float(counts[k])
+    # Each process summed its own devices; add up over processes.
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        summed = multihost_utils.process_allgather(np.array([totals[k] for k in totals]))
+        totals = dict(zip(totals, np.sum(summed, axis=0).tolist()))
+    count = int(round(totals["count"]))
+    expected = builder.info.splits[dcfg.eval_split].num_examples
+    if count != expected:
+        raise RuntimeError(f"evaluated {count} examples but {dcfg.eval_split!r} has {expected}")
+    return {"top1": totals["top1"] / count, "top5": totals["top5"] / count,
+            "num_examples": count, "views": views}
