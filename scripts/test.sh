@@ -2,13 +2,19 @@
 # The project's test command (README.md; .ci/run calls it). From a clean clone it:
 #  1. sets up .venv (requirements, kernels; the CUDA kernels too when nvcc is found) and runs the
 #     whole CPU test suite there (GPU tests skip themselves without a GPU);
-#  2. where a Python 3.12 interpreter exists, sets up a second small venv with the newest jax and
+#  2. builds the kernels with Bazel (scripts/bazel_build.sh) and runs the op tests against them;
+#  3. where a Python 3.12 interpreter exists, sets up a second small venv with the newest jax and
 #     runs the op tests there, so FFI API drift shows up early.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 .venv/bin/python -m pytest -q tests "$@"
+
+# The Bazel build of the same kernels (offline; installs Debian's bazel-bootstrap when missing), its
+# own test target, then the op tests against the Bazel-built modules.
+bash scripts/bazel_build.sh
+RUBIKS_JAX_KERNELS_DIR=bazel_out/kernels .venv/bin/python -m pytest -q tests/ops
 
 py312=""
 if command -v python3.12 >/dev/null 2>&1 && python3.12 -c "" 2>/dev/null; then

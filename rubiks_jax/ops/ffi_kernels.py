@@ -4,6 +4,10 @@ The compiled modules `rubiks_jax._rubiks_shift_cpu` and (when built with nvcc)
 `rubiks_jax._rubiks_shift_cuda` hand out handler capsules; each target name is registered for the
 `cpu` and `CUDA` platforms, so one `ffi_call` lowers for either.
 
+RUBIKS_JAX_KERNELS_DIR=DIR loads the compiled modules from DIR instead of the package (e.g. the
+Bazel build's bazel_out/kernels/, which scripts/bazel_build.sh fills): only DIR is searched, so a
+module missing there counts as not built even when the package has one.
+
 Every call takes rank-5 (N, T, H, W, C) arrays. Under `vmap` (custom batching rules below) a mapped
 axis is merged into the batch N when the shift is shared, and into the channels C when each mapped
 element has its own shift, so a vmapped call is still one kernel launch.
@@ -13,6 +17,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -38,12 +47,46 @@ _MODULES = {"_rubiks_shift_cpu": "cpu", "_rubiks_shift_cuda": "CUDA",
             "_rubiks_shift_cuda_emulation": "cpu"}
 
 
+KERNELS_DIR = "RUBIKS_JAX_KERNELS_DIR"
+
+
+def kernels_dir() -> str | None:
+    """The directory named by RUBIKS_JAX_KERNELS_DIR, or None (the package's own modules)."""
+    directory = os.environ.get(KERNELS_DIR, "").strip()
+    return os.path.abspath(directory) if directory else None
+
+
+def _load_from(directory: str, module: str) -> types.ModuleType:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(directory, module + suffix)
+        if os.path.isfile(path):
+            name = f"rubiks_jax.{module}"
+            if name in sys.modules and getattr(sys.modules[name], "__file__", None) == path:
+                return sys.modules[name]
+            spec = importlib.util.spec_from_file_location(name, path)
+            lib = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(lib)
+            sys.modules[name] = lib  # later imports of rubiks_jax.<module> get this one
+            return lib
+    raise ImportError(f"no {module}{{{','.join(importlib.machinery.EXTENSION_SUFFIXES)}}} in "
+                      f"{KERNELS_DIR}={directory}")
+
+
+def kernel_module(module: str) -> types.ModuleType:
+    """The compiled module `module` (e.g. "_rubiks_shift_cpu"): from RUBIKS_JAX_KERNELS_DIR when
+    set, else rubiks_jax.<module>. Raises ImportError when it is not built."""
+    directory = kernels_dir()
+    if directory is None:
+        return importlib.import_module(f"rubiks_jax.{module}")
+    return _load_from(directory, module)
+
+
 @functools.cache
 def _registered_modules() -> tuple[str, ...]:
     found = []
     for module, platform in _MODULES.items():
         try:
-            lib = importlib.import_module(f"rubiks_jax.{module}")
+            lib = kernel_module(module)
         except ImportError:
             continue
         for name, capsule in lib.registrations().items():

@@ -15,7 +15,13 @@ the interpolation derivative at d (straight-through estimator).
 from __future__ import annotations
 
 import functools
+import importlib
 import math
+import os
+import re
+import runpy
+import sys
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -28,14 +34,101 @@ IMPLS = ("ffi", "xla")
 _DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
+REBUILD_HINT = ("rebuild the kernels against the jaxlib you run: `pip install -e . "
+                "--no-build-isolation` in a checkout (scripts/setup.sh does it), or reinstall "
+                "rubiks-jax from its sdist with `pip install --no-build-isolation "
+                "--no-binary rubiks-jax --force-reinstall --no-deps rubiks-jax`")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in re.findall(r"\d+", version.split("+")[0].split(".dev")[0])[:3])
+
+
+# setup.py's record of the build, one per interpreter ABI like the extension modules themselves.
+BUILD_INFO = f"_build_info_{sys.implementation.cache_tag.replace('-', '_')}"
+
+
+def built_against_jaxlib() -> str | None:
+    """The jaxlib version the compiled kernels were built against (rubiks_jax/_build_info_<python
+    tag>.py, which setup.py writes next to them), or None where that record is absent (kernels
+    built by hand).
+
+    Kernels loaded from RUBIKS_JAX_KERNELS_DIR (ffi_kernels.kernels_dir()) are described by the
+    file of that name in that directory, if it holds one; the package's record is not theirs."""
+    kernels_dir = getattr(ffi_kernels, "kernels_dir", lambda: None)()
+    if kernels_dir is not None:
+        path = os.path.join(kernels_dir, BUILD_INFO + ".py")
+        return runpy.run_path(path).get("BUILT_AGAINST_JAXLIB") if os.path.isfile(path) else None
+    try:
+        info = importlib.import_module(f"rubiks_jax.{BUILD_INFO}")
+    except ImportError:
+        return None
+    return getattr(info, "BUILT_AGAINST_JAXLIB", None)
+
+
+@functools.cache
+def _jaxlib_mismatch() -> str | None:
+    """Why the kernels cannot run with this jaxlib, or None when they can.
+
+    XLA's FFI C API is versioned and stays backwards compatible: a handler compiled against older
+    headers runs in a newer jaxlib, one compiled against newer headers may not run in an older one.
+    So only a running jaxlib older than the one the kernels were built against is refused."""
+    built = built_against_jaxlib()
+    if built is None:
+        return None
+    import jaxlib
+
+    running = jaxlib.__version__
+    if _version_tuple(running) >= _version_tuple(built):
+        return None
+    return (f"the rubiks-jax kernels were compiled against jaxlib {built}, but jaxlib {running} "
+            f"is running; a handler built against newer XLA FFI headers may not load in an older "
+            f"jaxlib. Upgrade jaxlib to >= {built}, or {REBUILD_HINT}; or use impl='xla'")
+
+
+@functools.cache
+def _warn_no_cuda_kernels(platform: str) -> None:
+    warnings.warn(f"rubiks_shift: the default backend is {platform!r} but the CUDA kernels of "
+                  f"rubiks-jax were not built (rubiks_jax.ops.cuda_built() is False), so impl=None "
+                  f"uses the pure-XLA implementation (impl='xla'). Build them with nvcc present "
+                  f"(`RUBIKS_JAX_CUDA=1 pip install -e . --no-build-isolation`) for impl='ffi'.",
+                  RuntimeWarning, stacklevel=4)
+
+
+def _on_gpu_without_cuda_kernels() -> str | None:
+    """The GPU platform name when the default backend is a GPU and no CUDA kernels were built."""
+    platform = jax.default_backend()
+    if platform in ("gpu", "cuda", "rocm") and not ffi_kernels.cuda_built():
+        return platform
+    return None
+
+
 def _resolve_impl(impl: str | None) -> str:
-    if impl is None:
-        return "ffi" if ffi_kernels.available() else "xla"
-    if impl not in IMPLS:
+    """The implementation to run.
+
+    None: "ffi" when the compiled kernels are installed and can run on the default backend, else
+    "xla" (on a GPU whose CUDA kernels were not built, with a one-time warning). A jaxlib older than
+    the one the kernels were compiled against is refused (RuntimeError naming both versions) for
+    None and "ffi" alike: that installation is broken, and silently slower is no fix.
+    """
+    if impl is not None and impl not in IMPLS:
         raise ValueError(f"impl must be None, 'ffi' or 'xla', got {impl!r}")
+    if impl == "xla":
+        return impl
     if impl == "ffi" and not ffi_kernels.available():
         raise ValueError("impl='ffi' but the compiled kernels (rubiks_jax._rubiks_shift_cpu) are not "
                          "installed: run scripts/setup.sh, or use impl='xla'")
+    if impl is None and not ffi_kernels.available():
+        return "xla"
+    mismatch = _jaxlib_mismatch()
+    if mismatch is not None:
+        raise RuntimeError(mismatch)
+    if impl is None:
+        gpu = _on_gpu_without_cuda_kernels()
+        if gpu is not None:
+            _warn_no_cuda_kernels(gpu)
+            return "xla"
+        return "ffi"
     return impl
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import shutil
 
@@ -19,7 +18,7 @@ TARGETS = {ffi_kernels.FORWARD, ffi_kernels.GRAD_INPUT, ffi_kernels.GRAD_SHIFT}
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH: CUDA module not built")
 def test_cuda_module_built_and_exposes_handlers():
     """setup.py builds the CUDA module whenever nvcc is found; it must link and load without a GPU."""
-    module = importlib.import_module("rubiks_jax._rubiks_shift_cuda")
+    module = ffi_kernels.kernel_module("_rubiks_shift_cuda")
     registrations = module.registrations()
     assert set(registrations) == TARGETS
     assert ffi_kernels.cuda_built()
@@ -29,7 +28,7 @@ def test_cuda_module_built_and_exposes_handlers():
                                              ("_rubiks_shift_cuda_emulation", "_cuda_emulation")])
 def test_host_modules_expose_the_python_target_names(module, suffix):
     """The C++ target names (rubiks_shift_ffi.h) and the Python ones (ffi_kernels) agree."""
-    registrations = importlib.import_module(f"rubiks_jax.{module}").registrations()
+    registrations = ffi_kernels.kernel_module(module).registrations()
     assert set(registrations) == {name + suffix for name in TARGETS}
 
 
