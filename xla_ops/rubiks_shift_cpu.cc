@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "rubiks_shift_cpu_simd.h"
 #include "rubiks_shift_ffi.h"
 #include "rubiks_shift_kernels.h"
 #include "rubiks_shift_math.h"
@@ -102,6 +103,24 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
         }
       });
     };
+    if (cpu_simd_available() && g.stride[2] == 1) {
+      // Tasks are blocks of destination rows of one sample; a sample is split only when there are
+      // fewer samples than tasks the pool can use (each block re-transposes a few source rows).
+      auto plan = std::make_shared<simd::InterpolationPlan>(
+          simd::plan_interpolation_cpu<kAdjoint>(g, cs->data()));
+      const int64_t wanted = std::max<int64_t>(1, pool.num_threads()) * 4;
+      const int64_t blocks = std::clamp<int64_t>((wanted + g.n - 1) / g.n, 1, e1);
+      auto tasks = [=](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t n = task / blocks, b = task % blocks;
+          simd::interpolate_rows<D, kAdjoint>(in, out, g, cs->data(), *plan, n,
+                                              e1 * b / blocks, e1 * (b + 1) / blocks);
+        }
+      };
+      const int64_t grain = std::max<int64_t>(1, (1 << 16) / (row_len * e1 * e0 / blocks + 1));
+      result = parallel_for(pool, g.n * blocks, grain, tasks, [cs, plan] {});
+      return ffi::Error::Success();
+    }
     const int64_t grain = std::max<int64_t>(1, (1 << 14) / row_len);
     result = parallel_for(pool, rows, grain, body, [cs] {});
     return ffi::Error::Success();

@@ -246,6 +246,52 @@ RS_HD bool fits_32bit(const Geometry& g) {
   return g.n >= 0 && in_elems < limit && out_elems < limit;
 }
 
+// The t and h corners of destination row (n, p0, p1) for one channel: the source frame and row of
+// each corner (clamped into the source; a valid index where absent), whether it is present, and
+// the weights of all three axes. kAdjoint: the destination is dx and the source dy (input
+// gradient); otherwise y from x (forward). kWeighted: corners of weight 0 are absent
+// (interpolation); the shift gradient keeps them (their derivative weight is +-1).
+struct RowTaps {
+  int64_t t[2], h[2];  // source frame of t corner i, source row of h corner j
+  bool t_on[2];        // t corner i present
+  bool h_on[2];        // h corner j present
+  bool w_use[2];       // w corner k may be present (interpolation: weight nonzero)
+  float wt[2], wh[2], ww[2];
+};
+
+template <bool kAdjoint, bool kWeighted>
+RS_HD RowTaps row_taps(const Geometry& g, const ChannelShift& cs, int64_t p0, int64_t p1) {
+  RowTaps r;
+  const int64_t* src_extent = kAdjoint ? g.out : g.in;
+  for (int k = 0; k < 2; ++k) {
+    r.wt[k] = corner_weight(cs.r[0], k);
+    r.wh[k] = corner_weight(cs.r[1], k);
+    r.ww[k] = corner_weight(cs.r[2], k);
+    int64_t it, ih;
+    if constexpr (kAdjoint) {
+      it = adjoint_tap(g, cs, 0, p0, k);
+      ih = adjoint_tap(g, cs, 1, p1, k);
+      r.t_on[k] = it >= 0;
+      r.h_on[k] = ih >= 0;
+    } else {
+      it = forward_index(g, cs, 0, p0, k);
+      ih = forward_index(g, cs, 1, p1, k);
+      r.t_on[k] = forward_inside(g, 0, it);
+      r.h_on[k] = forward_inside(g, 1, ih);
+    }
+    if (kWeighted) {
+      r.t_on[k] = r.t_on[k] && r.wt[k] != 0.f;
+      r.h_on[k] = r.h_on[k] && r.wh[k] != 0.f;
+      r.w_use[k] = r.ww[k] != 0.f;
+    } else {
+      r.w_use[k] = true;
+    }
+    r.t[k] = clamp_index(it, src_extent[0]);
+    r.h[k] = clamp_index(ih, src_extent[1]);
+  }
+  return r;
+}
+
 template <typename I>
 struct RowSetup {
   I src[2][2];      // element offset of source (n, t_i, h_j, w = 0, c); a valid row where absent
@@ -255,42 +301,25 @@ struct RowSetup {
   float wt[2], wh[2], ww[2];
 };
 
-// Setup of destination row (n, p0, p1), channel c. kAdjoint: the destination is dx and the source
-// dy (input gradient); otherwise y from x (forward). kWeighted: corners of weight 0 are absent
-// (interpolation); the shift gradient keeps them (their derivative weight is +-1).
+// Setup of destination row (n, p0, p1), channel c: row_taps with the source offsets of its four
+// (t, h) rows.
 template <typename I, bool kAdjoint, bool kWeighted>
 RS_HD RowSetup<I> row_setup(const Geometry& g, const ChannelShift& cs, int64_t n, int64_t p0,
                             int64_t p1, int64_t c) {
-  RowSetup<I> r;
+  const RowTaps taps = row_taps<kAdjoint, kWeighted>(g, cs, p0, p1);
   const int64_t* src_extent = kAdjoint ? g.out : g.in;
-  int64_t it[2], ih[2];
+  RowSetup<I> r;
   for (int k = 0; k < 2; ++k) {
-    r.wt[k] = corner_weight(cs.r[0], k);
-    r.wh[k] = corner_weight(cs.r[1], k);
-    r.ww[k] = corner_weight(cs.r[2], k);
-    if constexpr (kAdjoint) {
-      it[k] = adjoint_tap(g, cs, 0, p0, k);
-      ih[k] = adjoint_tap(g, cs, 1, p1, k);
-      r.t_on[k] = it[k] >= 0;
-      r.h_on[k] = ih[k] >= 0;
-    } else {
-      it[k] = forward_index(g, cs, 0, p0, k);
-      ih[k] = forward_index(g, cs, 1, p1, k);
-      r.t_on[k] = forward_inside(g, 0, it[k]);
-      r.h_on[k] = forward_inside(g, 1, ih[k]);
-    }
-    if (kWeighted) {
-      r.t_on[k] = r.t_on[k] && r.wt[k] != 0.f;
-      r.h_on[k] = r.h_on[k] && r.wh[k] != 0.f;
-      r.w_use[k] = r.ww[k] != 0.f;
-    } else {
-      r.w_use[k] = true;
-    }
-    it[k] = clamp_index(it[k], src_extent[0]);
-    ih[k] = clamp_index(ih[k], src_extent[1]);
+    r.t_on[k] = taps.t_on[k];
+    r.h_on[k] = taps.h_on[k];
+    r.w_use[k] = taps.w_use[k];
+    r.wt[k] = taps.wt[k];
+    r.wh[k] = taps.wh[k];
+    r.ww[k] = taps.ww[k];
   }
   for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j) r.src[i][j] = static_cast<I>(offset(g, n, it[i], ih[j], 0, src_extent) + c);
+    for (int j = 0; j < 2; ++j)
+      r.src[i][j] = static_cast<I>(offset(g, n, taps.t[i], taps.h[j], 0, src_extent) + c);
   return r;
 }
 

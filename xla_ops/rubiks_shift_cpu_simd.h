@@ -1,0 +1,396 @@
+// AVX-512 CPU kernels of the RubiksShift op (forward and input gradient at w stride 1), chosen at
+// run time where the CPU has AVX-512 (cpu_simd_available); elsewhere the scalar row kernels of
+// rubiks_shift_math.h run. Included by rubiks_shift_cpu.cc only.
+//
+// Why a transpose: channels are the minor axis of x, and every channel reads its own integer
+// offset, so vectorising across channels turns each corner load into a gather. Along w, one
+// channel's corners are the same contiguous run shifted by that channel's offset, so this kernel
+// works on per-channel rows: it transposes the source frames of a sample, (H rows) x (W, C), into
+// (H rows) x (C, W) float32 rows in a per-thread buffer (from cache, read by the 8 corners of every
+// point), interpolates 16 destination columns per instruction with masked unaligned loads (a masked
+// lane reads nothing and gives 0), and transposes each finished destination row back to (W, C).
+//
+// Same bits as the scalar kernels: every lane runs interpolate_point's operations in its order
+// (multiply, then add, each rounded; no FMA), and a corner is skipped where the scalar kernel skips
+// it for the whole row (t/h corner absent or of weight 0, w corner of weight 0). A w corner outside
+// the source, which the scalar kernel drops by a select, adds the product of its finite weight and
+// 0 here: +-0, which leaves every accumulator as it is (an accumulator starts at +0 and a sum is -0
+// only when both terms are, so it is never -0).
+#ifndef RUBIKS_JAX_XLA_OPS_RUBIKS_SHIFT_CPU_SIMD_H_
+#define RUBIKS_JAX_XLA_OPS_RUBIKS_SHIFT_CPU_SIMD_H_
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "rubiks_shift_math.h"
+
+namespace rubiks {
+
+// AVX-512 F/BW/VL/DQ present, and not disabled by RUBIKS_JAX_CPU_SIMD=0 (for A/B measurements and
+// for testing the scalar kernels on a machine that has AVX-512).
+inline bool cpu_simd_available() {
+  static const bool available = [] {
+    const char* env = std::getenv("RUBIKS_JAX_CPU_SIMD");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }();
+  return available;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq")
+
+namespace simd {
+
+constexpr int64_t kLanes = 16;
+
+inline int64_t round_up(int64_t v) { return (v + kLanes - 1) / kLanes * kLanes; }
+
+// Lanes l of a vector starting at column `base` with lo <= base + l < hi.
+inline __mmask16 range_mask(int64_t base, int64_t lo, int64_t hi) {
+  const int64_t a = std::clamp<int64_t>(lo - base, 0, kLanes);
+  const int64_t b = std::clamp<int64_t>(hi - base, 0, kLanes);
+  if (b <= a) return 0;
+  const uint32_t bits = ((1u << b) - 1u) & ~((1u << a) - 1u);
+  return static_cast<__mmask16>(bits);
+}
+
+// 16 storage elements <-> 16 float32 lanes; masked lanes are neither read nor written (a masked
+// load gives 0). The conversions round as Storage<D> does (bfloat16 by the same integer steps;
+// float16 by the F16C instruction, to nearest even: equal to f32_to_f16 except NaN payloads).
+template <DType D>
+inline __m512 load16(const typename Storage<D>::T* p, __mmask16 m) {
+  if constexpr (D == DType::kF32) {
+    return _mm512_maskz_loadu_ps(m, p);
+  } else {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if constexpr (D == DType::kBF16)
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    else
+      return _mm512_cvtph_ps(h);
+  }
+}
+
+template <DType D>
+inline void store16(typename Storage<D>::T* p, __mmask16 m, __m512 v) {
+  if constexpr (D == DType::kF32) {
+    _mm512_mask_storeu_ps(p, m, v);
+  } else if constexpr (D == DType::kBF16) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i rounded =
+        _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet)));
+  } else {
+    _mm256_mask_storeu_epi16(p, m,
+                             _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
+// In-register transpose of a 16 x 16 float32 block: lane j of r[i] <- lane i of r[j].
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+  // Within each 128-bit lane L, interleave rows: pairs, then 4 x 4 blocks. Afterwards lane L of
+  // r[4g + s] holds column 4L + s of rows 4g .. 4g + 3.
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]),
+                  c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // Column 4L + s gathers lane L of r[s], r[4 + s], r[8 + s], r[12 + s]: two rounds of 128-bit
+  // lane shuffles.
+  for (int s = 0; s < 4; ++s) {
+    t[s] = _mm512_shuffle_f32x4(r[s], r[4 + s], 0x44);       // r[s].L0 L1, r[4+s].L0 L1
+    t[4 + s] = _mm512_shuffle_f32x4(r[s], r[4 + s], 0xee);   // r[s].L2 L3, r[4+s].L2 L3
+    t[8 + s] = _mm512_shuffle_f32x4(r[8 + s], r[12 + s], 0x44);
+    t[12 + s] = _mm512_shuffle_f32x4(r[8 + s], r[12 + s], 0xee);
+  }
+  for (int s = 0; s < 4; ++s) {
+    r[s] = _mm512_shuffle_f32x4(t[s], t[8 + s], 0x88);
+    r[4 + s] = _mm512_shuffle_f32x4(t[s], t[8 + s], 0xdd);
+    r[8 + s] = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0x88);
+    r[12 + s] = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0xdd);
+  }
+}
+
+// dst (cols x rows, row stride dst_stride, float32) = transpose of src (rows x cols, row stride
+// src_stride, storage D). Every dst row is written in whole vectors of 16 (dst_stride and the
+// row length rounded up to 16 must fit), lanes past `rows` with 0.
+template <DType D>
+inline void transpose_in(const typename Storage<D>::T* src, int64_t src_stride, int64_t rows,
+                         int64_t cols, float* dst, int64_t dst_stride) {
+  for (int64_t c0 = 0; c0 < cols; c0 += kLanes) {
+    const __mmask16 cm = range_mask(c0, 0, cols);
+    const int64_t nc = std::min<int64_t>(kLanes, cols - c0);
+    for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
+      __m512 v[16];
+      const int64_t nr = std::min<int64_t>(kLanes, rows - r0);
+      if (nr == kLanes) {
+        for (int64_t i = 0; i < 16; ++i) v[i] = load16<D>(src + (r0 + i) * src_stride + c0, cm);
+      } else {
+        for (int64_t i = 0; i < 16; ++i)
+          v[i] = i < nr ? load16<D>(src + (r0 + i) * src_stride + c0, cm) : _mm512_setzero_ps();
+      }
+      transpose16(v);
+      if (nc == kLanes) {
+        for (int64_t i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (c0 + i) * dst_stride + r0, v[i]);
+      } else {
+        for (int64_t i = 0; i < nc; ++i) _mm512_storeu_ps(dst + (c0 + i) * dst_stride + r0, v[i]);
+      }
+    }
+  }
+}
+
+// dst (cols x rows, row stride dst_stride, storage D) = transpose of src (rows x cols, row
+// stride src_stride, float32, readable in whole vectors of 16 along each row).
+template <DType D>
+inline void transpose_out(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+                          typename Storage<D>::T* dst, int64_t dst_stride) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
+    const __mmask16 rm = range_mask(r0, 0, rows);
+    const int64_t nr = std::min<int64_t>(kLanes, rows - r0);
+    for (int64_t c0 = 0; c0 < cols; c0 += kLanes) {
+      __m512 v[16];
+      const int64_t nc = std::min<int64_t>(kLanes, cols - c0);
+      if (nr == kLanes) {
+        for (int64_t i = 0; i < 16; ++i) v[i] = _mm512_loadu_ps(src + (r0 + i) * src_stride + c0);
+      } else {
+        for (int64_t i = 0; i < 16; ++i)
+          v[i] = i < nr ? _mm512_loadu_ps(src + (r0 + i) * src_stride + c0) : _mm512_setzero_ps();
+      }
+      transpose16(v);
+      if (nc == kLanes) {
+        for (int64_t i = 0; i < 16; ++i) store16<D>(dst + (c0 + i) * dst_stride + r0, rm, v[i]);
+      } else {
+        for (int64_t i = 0; i < nc; ++i) store16<D>(dst + (c0 + i) * dst_stride + r0, rm, v[i]);
+      }
+    }
+  }
+}
+
+// Per-thread scratch, reused across calls (a fresh buffer per call would pay ~2 us per page
+// fault).
+template <typename V>
+inline V* scratch(std::vector<V>& buf, int64_t n) {
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
+  return buf.data();
+}
+
+// Copies n storage elements with streaming stores where the destination is 64-byte aligned: the
+// destination is written whole and not read again by this kernel, so its lines need not be read
+// into the cache first (that read-for-ownership would add a third memory pass).
+template <typename T>
+inline void stream_copy(const T* src, T* dst, int64_t n) {
+  const int64_t per = 64 / sizeof(T);
+  int64_t head = ((64 - reinterpret_cast<uintptr_t>(dst) % 64) % 64) / sizeof(T);
+  if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) head = n;  // never for XLA buffers
+  head = std::min(head, n);
+  std::memcpy(dst, src, head * sizeof(T));
+  int64_t i = head;
+  for (; i + per <= n; i += per)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i),
+                        _mm512_loadu_si512(reinterpret_cast<const void*>(src + i)));
+  std::memcpy(dst + i, src + i, (n - i) * sizeof(T));
+}
+
+// What every task of one call shares: per channel, the w offsets of the two corners and the lanes
+// of each destination vector whose corner lies in the source; per destination frame p0 and per
+// destination row p1, every channel's t and h corners (row_taps).
+struct InterpolationPlan {
+  int64_t vectors;                   // destination vectors of 16 columns per row
+  std::vector<int64_t> w_off;        // (C, 2): corner k of column p reads source column p + off
+  std::vector<__mmask16> w_mask;     // (C, 2, vectors)
+  std::vector<RowTaps> t_taps;       // (E0, C): the t fields are those of frame p0
+  std::vector<RowTaps> h_taps;       // (E1, C): the h fields are those of row p1
+  int64_t ring;                      // source rows kept per source frame (see interpolate_rows)
+};
+
+template <bool kAdjoint>
+InterpolationPlan plan_interpolation_cpu(const Geometry& g, const ChannelShift* shifts) {
+  const int64_t* se = kAdjoint ? g.out : g.in;
+  const int64_t* de = kAdjoint ? g.in : g.out;
+  const int64_t C = g.c;
+  InterpolationPlan plan;
+  plan.vectors = round_up(de[2]) / kLanes;
+  plan.w_off.resize(2 * C);
+  plan.w_mask.resize(2 * C * plan.vectors);
+  plan.t_taps.resize(de[0] * C);
+  plan.h_taps.resize(de[1] * C);
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t q = saturated_q(g, shifts[c], 2);
+    for (int k = 0; k < 2; ++k) {
+      const int64_t off = kAdjoint ? g.pad[2] - q - k : q + k - g.pad[2];
+      plan.w_off[2 * c + k] = off;
+      for (int64_t b = 0; b < plan.vectors; ++b)
+        plan.w_mask[(2 * c + k) * plan.vectors + b] =
+            range_mask(b * kLanes + off, 0, se[2]) & range_mask(b * kLanes, 0, de[2]);
+    }
+    for (int64_t p0 = 0; p0 < de[0]; ++p0)
+      plan.t_taps[p0 * C + c] = row_taps<kAdjoint, /*kWeighted=*/true>(g, shifts[c], p0, 0);
+    for (int64_t p1 = 0; p1 < de[1]; ++p1)
+      plan.h_taps[p1 * C + c] = row_taps<kAdjoint, /*kWeighted=*/true>(g, shifts[c], 0, p1);
+  }
+  // The source rows one destination row reads span at most `ring` rows, so a ring of that many
+  // rows per source frame never evicts a row still needed for the current destination row, and as
+  // the destination row advances the span only moves forward.
+  plan.ring = 1;
+  for (int64_t p1 = 0; p1 < de[1]; ++p1) {
+    int64_t lo = se[1], hi = -1;
+    for (int64_t c = 0; c < C; ++c)
+      for (int j = 0; j < 2; ++j) {
+        const RowTaps& r = plan.h_taps[p1 * C + c];
+        if (!r.h_on[j]) continue;
+        lo = std::min(lo, r.h[j]);
+        hi = std::max(hi, r.h[j]);
+      }
+    plan.ring = std::max(plan.ring, hi - lo + 1);
+  }
+  plan.ring = std::min(plan.ring, se[1]);
+  return plan;
+}
+
+// Destination rows p1 in [row_begin, row_end) of every frame of sample n, y (forward) or dx
+// (kAdjoint), at w stride 1. Source rows are transposed into a per-thread ring as they are first
+// needed: source row (t, h) lives in slot (t, h mod ring), so a task transposes each source row it
+// reads about once, and its working set (ring x frames x C x W floats) stays in L2 at the paper
+// shape with shifts in (-1, 1).
+template <DType D, bool kAdjoint>
+void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
+                      typename Storage<D>::T* __restrict__ dst, const Geometry& g,
+                      const ChannelShift* shifts, const InterpolationPlan& plan, int64_t n,
+                      int64_t row_begin, int64_t row_end) {
+  using T = typename Storage<D>::T;
+  const int64_t* se = kAdjoint ? g.out : g.in;  // source extents
+  const int64_t* de = kAdjoint ? g.in : g.out;  // destination extents
+  const int64_t C = g.c, sw = round_up(se[2]), dw = round_up(de[2]), R = plan.ring;
+  const int64_t slot_floats = C * sw, row_len = de[2] * C;
+  thread_local std::vector<float> ring_buf, row_buf;
+  thread_local std::vector<T> out_buf;
+  thread_local std::vector<int64_t> tags;
+  float* ring = scratch(ring_buf, se[0] * R * slot_floats);
+  float* yt = scratch(row_buf, C * dw);
+  T* staged = scratch(out_buf, row_len);
+  int64_t* tag = scratch(tags, se[0] * R);
+  std::fill(tag, tag + se[0] * R, int64_t{-1});  // tag[t * R + slot]: source row held, -1 none
+  const T* src_n = src + n * se[0] * se[1] * se[2] * C;
+  auto source_row = [&](int64_t t, int64_t h) -> const float* {
+    const int64_t slot = t * R + h % R;
+    float* rows = ring + slot * slot_floats;
+    if (tag[slot] != h) {
+      transpose_in<D>(src_n + (t * se[1] + h) * se[2] * C, C, se[2], C, rows, sw);
+      tag[slot] = h;
+    }
+    return rows;
+  };
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
+    for (int64_t p0 = 0; p0 < de[0]; ++p0) {
+      for (int64_t c = 0; c < C; ++c) {
+        float* out = yt + c * dw;
+        const ChannelShift& cs = shifts[c];
+        if (!cs.finite) {
+          for (int64_t p = 0; p < dw; p += kLanes) _mm512_storeu_ps(out + p, _mm512_set1_ps(NAN));
+          continue;
+        }
+        const RowTaps& rt = plan.t_taps[p0 * C + c];
+        const RowTaps& rh = plan.h_taps[p1 * C + c];
+        // Present (t, h) rows in the scalar kernel's order, with their weights.
+        const float* rows[4];
+        int on[4], count = 0;
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) {
+            on[2 * i + j] = rt.t_on[i] && rh.h_on[j];
+            rows[2 * i + j] = on[2 * i + j] ? source_row(rt.t[i], rh.h[j]) + c * sw : nullptr;
+            count += on[2 * i + j];
+          }
+        if (count == 0) {  // every corner absent: 0, as the scalar kernel's untouched accumulator
+          for (int64_t p = 0; p < dw; p += kLanes) _mm512_storeu_ps(out + p, zero);
+          continue;
+        }
+        const int64_t o0 = plan.w_off[2 * c], o1 = plan.w_off[2 * c + 1];
+        const __mmask16* m0 = &plan.w_mask[2 * c * plan.vectors];
+        const __mmask16* m1 = m0 + plan.vectors;
+        const bool u0 = rt.w_use[0], u1 = rt.w_use[1];
+        const __m512 ww0 = _mm512_set1_ps(rt.ww[0]), ww1 = _mm512_set1_ps(rt.ww[1]);
+        const __m512 wh[2] = {_mm512_set1_ps(rh.wh[0]), _mm512_set1_ps(rh.wh[1])};
+        const __m512 wt[2] = {_mm512_set1_ps(rt.wt[0]), _mm512_set1_ps(rt.wt[1])};
+        if (count == 4 && u0 && u1) {  // every row present (most rows): no tests per vector
+          const float *r00 = rows[0], *r01 = rows[1], *r10 = rows[2], *r11 = rows[3];
+          for (int64_t b = 0; b < plan.vectors; ++b) {
+            const int64_t p = b * kLanes;
+            auto h_sum = [&](const float* row) {
+              return _mm512_add_ps(
+                  _mm512_mul_ps(ww0, _mm512_maskz_loadu_ps(m0[b], row + p + o0)),
+                  _mm512_mul_ps(ww1, _mm512_maskz_loadu_ps(m1[b], row + p + o1)));
+            };
+            const __m512 t0 = _mm512_add_ps(_mm512_mul_ps(wh[0], h_sum(r00)),
+                                            _mm512_mul_ps(wh[1], h_sum(r01)));
+            const __m512 t1 = _mm512_add_ps(_mm512_mul_ps(wh[0], h_sum(r10)),
+                                            _mm512_mul_ps(wh[1], h_sum(r11)));
+            const __m512 acc = _mm512_add_ps(_mm512_mul_ps(wt[0], t0), _mm512_mul_ps(wt[1], t1));
+            _mm512_storeu_ps(out + p, _mm512_add_ps(acc, zero));
+          }
+          continue;
+        }
+        for (int64_t b = 0; b < plan.vectors; ++b) {
+          const int64_t p = b * kLanes;
+          // The scalar order, ((0 + a) + b) ..., less its additions of +0: they change a result
+          // only where it is -0, and the final + 0 restores that.
+          __m512 acc = zero;
+          bool acc_set = false;
+          for (int i = 0; i < 2; ++i) {
+            __m512 acc_t = zero;
+            bool t_set = false;
+            for (int j = 0; j < 2; ++j) {
+              const float* row = rows[2 * i + j];
+              if (row == nullptr) continue;
+              __m512 acc_h;
+              if (u0 && u1)
+                acc_h = _mm512_add_ps(_mm512_mul_ps(ww0, _mm512_maskz_loadu_ps(m0[b], row + p + o0)),
+                                      _mm512_mul_ps(ww1, _mm512_maskz_loadu_ps(m1[b], row + p + o1)));
+              else if (u0)
+                acc_h = _mm512_mul_ps(ww0, _mm512_maskz_loadu_ps(m0[b], row + p + o0));
+              else
+                acc_h = _mm512_mul_ps(ww1, _mm512_maskz_loadu_ps(m1[b], row + p + o1));
+              const __m512 term = _mm512_mul_ps(wh[j], acc_h);
+              acc_t = t_set ? _mm512_add_ps(acc_t, term) : term;
+              t_set = true;
+            }
+            if (!t_set) continue;
+            const __m512 term = _mm512_mul_ps(wt[i], acc_t);
+            acc = acc_set ? _mm512_add_ps(acc, term) : term;
+            acc_set = true;
+          }
+          _mm512_storeu_ps(out + p, _mm512_add_ps(acc, zero));
+        }
+      }
+      transpose_out<D>(yt, dw, C, de[2], staged, C);
+      stream_copy(staged, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C, row_len);
+    }
+  }
+}
+
+}  // namespace simd
+
+#pragma GCC pop_options
+
+}  // namespace rubiks
+
+#endif  // RUBIKS_JAX_XLA_OPS_RUBIKS_SHIFT_CPU_SIMD_H_
