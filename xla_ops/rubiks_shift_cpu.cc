@@ -113,7 +113,7 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
       auto tasks = [=](int64_t begin, int64_t end) {
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / blocks, b = task % blocks;
-          simd::interpolate_rows<D, kAdjoint>(in, out, g, cs->data(), *plan, n,
+          simd::interpolate_rows<D, kAdjoint>(in, out, g, *plan, n,
                                               e1 * b / blocks, e1 * (b + 1) / blocks);
         }
       };

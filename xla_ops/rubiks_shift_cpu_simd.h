@@ -136,12 +136,13 @@ inline void transpose16(__m512 (&r)[16]) {
 template <DType D>
 inline void transpose_in(const typename Storage<D>::T* src, int64_t src_stride, int64_t rows,
                          int64_t cols, float* dst, int64_t dst_stride) {
-  for (int64_t c0 = 0; c0 < cols; c0 += kLanes) {
-    const __mmask16 cm = range_mask(c0, 0, cols);
-    const int64_t nc = std::min<int64_t>(kLanes, cols - c0);
-    for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
+  // Row blocks outer: the source is read in address order, 16 rows at a time.
+  for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
+    const int64_t nr = std::min<int64_t>(kLanes, rows - r0);
+    for (int64_t c0 = 0; c0 < cols; c0 += kLanes) {
+      const __mmask16 cm = range_mask(c0, 0, cols);
+      const int64_t nc = std::min<int64_t>(kLanes, cols - c0);
       __m512 v[16];
-      const int64_t nr = std::min<int64_t>(kLanes, rows - r0);
       if (nr == kLanes) {
         for (int64_t i = 0; i < 16; ++i) v[i] = load16<D>(src + (r0 + i) * src_stride + c0, cm);
       } else {
@@ -210,16 +211,28 @@ inline void stream_copy(const T* src, T* dst, int64_t n) {
   std::memcpy(dst + i, src + i, (n - i) * sizeof(T));
 }
 
-// What every task of one call shares: per channel, the w offsets of the two corners and the lanes
-// of each destination vector whose corner lies in the source; per destination frame p0 and per
-// destination row p1, every channel's t and h corners (row_taps).
+// One corner pair of an axis for one channel: the source index of each corner and its weight. A
+// corner the scalar kernel skips (outside, or of weight 0) has index -1 and weight 0: it is then
+// read from a row of zeros, and 0 * 0 adds +0, which changes no sum (see the top of this file).
+struct CornerPair {
+  int64_t index[2];
+  float weight[2];
+};
+
+// What every task of one call shares: per channel, the w offsets and weights of the two corners
+// and the lanes of each destination vector whose corner lies in the source; per destination frame
+// p0 and per destination row p1, every channel's t and h corners.
 struct InterpolationPlan {
   int64_t vectors;                   // destination vectors of 16 columns per row
   std::vector<int64_t> w_off;        // (C, 2): corner k of column p reads source column p + off
-  std::vector<__mmask16> w_mask;     // (C, 2, vectors)
-  std::vector<RowTaps> t_taps;       // (E0, C): the t fields are those of frame p0
-  std::vector<RowTaps> h_taps;       // (E1, C): the h fields are those of row p1
+  std::vector<float> w_weight;       // (C, 2): 0 where the corner is skipped
+  std::vector<__mmask16> w_mask;     // (C, 2, vectors): no lane where the corner is skipped
+  std::vector<CornerPair> t_taps;    // (E0, C)
+  std::vector<CornerPair> h_taps;    // (E1, C)
+  std::vector<uint8_t> finite;       // (C,): 0 where the shift is not finite (output NaN)
   int64_t ring;                      // source rows kept per source frame (see interpolate_rows)
+  std::vector<int64_t> slot;         // (source rows,): h mod ring, the ring slot of source row h
+  std::vector<int64_t> h_lo, h_hi;   // (E1,): the source rows destination row p1 reads
 };
 
 template <bool kAdjoint>
@@ -230,22 +243,39 @@ InterpolationPlan plan_interpolation_cpu(const Geometry& g, const ChannelShift* 
   InterpolationPlan plan;
   plan.vectors = round_up(de[2]) / kLanes;
   plan.w_off.resize(2 * C);
+  plan.w_weight.resize(2 * C);
   plan.w_mask.resize(2 * C * plan.vectors);
   plan.t_taps.resize(de[0] * C);
   plan.h_taps.resize(de[1] * C);
+  plan.finite.resize(C);
   for (int64_t c = 0; c < C; ++c) {
-    const int64_t q = saturated_q(g, shifts[c], 2);
+    const ChannelShift& cs = shifts[c];
+    plan.finite[c] = cs.finite;
+    const RowTaps w = row_taps<kAdjoint, /*kWeighted=*/true>(g, cs, 0, 0);
+    const int64_t q = saturated_q(g, cs, 2);
     for (int k = 0; k < 2; ++k) {
       const int64_t off = kAdjoint ? g.pad[2] - q - k : q + k - g.pad[2];
       plan.w_off[2 * c + k] = off;
+      plan.w_weight[2 * c + k] = w.w_use[k] ? w.ww[k] : 0.f;
       for (int64_t b = 0; b < plan.vectors; ++b)
         plan.w_mask[(2 * c + k) * plan.vectors + b] =
-            range_mask(b * kLanes + off, 0, se[2]) & range_mask(b * kLanes, 0, de[2]);
+            w.w_use[k] ? range_mask(b * kLanes + off, 0, se[2]) & range_mask(b * kLanes, 0, de[2])
+                       : 0;
     }
-    for (int64_t p0 = 0; p0 < de[0]; ++p0)
-      plan.t_taps[p0 * C + c] = row_taps<kAdjoint, /*kWeighted=*/true>(g, shifts[c], p0, 0);
-    for (int64_t p1 = 0; p1 < de[1]; ++p1)
-      plan.h_taps[p1 * C + c] = row_taps<kAdjoint, /*kWeighted=*/true>(g, shifts[c], 0, p1);
+    for (int64_t p0 = 0; p0 < de[0]; ++p0) {
+      const RowTaps r = row_taps<kAdjoint, /*kWeighted=*/true>(g, cs, p0, 0);
+      for (int i = 0; i < 2; ++i) {
+        plan.t_taps[p0 * C + c].index[i] = r.t_on[i] ? r.t[i] : -1;
+        plan.t_taps[p0 * C + c].weight[i] = r.t_on[i] ? r.wt[i] : 0.f;
+      }
+    }
+    for (int64_t p1 = 0; p1 < de[1]; ++p1) {
+      const RowTaps r = row_taps<kAdjoint, /*kWeighted=*/true>(g, cs, 0, p1);
+      for (int j = 0; j < 2; ++j) {
+        plan.h_taps[p1 * C + c].index[j] = r.h_on[j] ? r.h[j] : -1;
+        plan.h_taps[p1 * C + c].weight[j] = r.h_on[j] ? r.wh[j] : 0.f;
+      }
+    }
   }
   // The source rows one destination row reads span at most `ring` rows, so a ring of that many
   // rows per source frame never evicts a row still needed for the current destination row, and as
@@ -255,133 +285,145 @@ InterpolationPlan plan_interpolation_cpu(const Geometry& g, const ChannelShift* 
     int64_t lo = se[1], hi = -1;
     for (int64_t c = 0; c < C; ++c)
       for (int j = 0; j < 2; ++j) {
-        const RowTaps& r = plan.h_taps[p1 * C + c];
-        if (!r.h_on[j]) continue;
-        lo = std::min(lo, r.h[j]);
-        hi = std::max(hi, r.h[j]);
+        const int64_t h = plan.h_taps[p1 * C + c].index[j];
+        if (h < 0) continue;
+        lo = std::min(lo, h);
+        hi = std::max(hi, h);
       }
+    plan.h_lo.push_back(lo);
+    plan.h_hi.push_back(hi);
     plan.ring = std::max(plan.ring, hi - lo + 1);
   }
   plan.ring = std::min(plan.ring, se[1]);
+  plan.slot.resize(se[1]);
+  for (int64_t h = 0; h < se[1]; ++h) plan.slot[h] = h % plan.ring;
   return plan;
 }
 
 // Destination rows p1 in [row_begin, row_end) of every frame of sample n, y (forward) or dx
-// (kAdjoint), at w stride 1. Source rows are transposed into a per-thread ring as they are first
-// needed: source row (t, h) lives in slot (t, h mod ring), so a task transposes each source row it
-// reads about once, and its working set (ring x frames x C x W floats) stays in L2 at the paper
-// shape with shifts in (-1, 1).
+// (kAdjoint), at w stride 1.
+//
+// The trilinear sum is evaluated axis by axis, each partial sum computed once and reused: it is
+// the scalar kernel's nesting, t(h(w(x))), and every inner sum depends on fewer indices than the
+// destination point. The w sums of a channel depend only on its source row (t, h): they are formed
+// when that row is first needed (transposed to (C, W), then interpolated along w per channel) and
+// kept in a per-thread ring, slot (t, h mod ring), which holds every row one destination row reads;
+// so a source row is processed about once per task, not once for each of the 4 destination rows
+// that read it. The h sums depend on (source frame t, destination row p1): formed once per p1 for
+// every frame, and read by the 2 destination frames whose t corners fall on t. The t sums give
+// the destination row, 16 channels x 16 columns at a time, transposed back to (W, C) in registers
+// and streamed out.
 template <DType D, bool kAdjoint>
 void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
                       typename Storage<D>::T* __restrict__ dst, const Geometry& g,
-                      const ChannelShift* shifts, const InterpolationPlan& plan, int64_t n,
-                      int64_t row_begin, int64_t row_end) {
+                      const InterpolationPlan& plan, int64_t n, int64_t row_begin,
+                      int64_t row_end) {
   using T = typename Storage<D>::T;
   const int64_t* se = kAdjoint ? g.out : g.in;  // source extents
   const int64_t* de = kAdjoint ? g.in : g.out;  // destination extents
   const int64_t C = g.c, sw = round_up(se[2]), dw = round_up(de[2]), R = plan.ring;
-  const int64_t slot_floats = C * sw, row_len = de[2] * C;
-  thread_local std::vector<float> ring_buf, row_buf;
+  const int64_t slot_floats = C * dw, row_len = de[2] * C, vectors = plan.vectors;
+  thread_local std::vector<float> ring_buf, h_buf, in_buf, const_buf;
   thread_local std::vector<T> out_buf;
   thread_local std::vector<int64_t> tags;
+  thread_local std::vector<const float*> t_rows;
+  thread_local std::vector<float> t_weights;
   float* ring = scratch(ring_buf, se[0] * R * slot_floats);
-  float* yt = scratch(row_buf, C * dw);
+  float* h_sums = scratch(h_buf, se[0] * slot_floats);  // (source frame t, C, dw)
+  float* xt = scratch(in_buf, C * sw);
+  float* zeros = scratch(const_buf, 2 * dw);  // a row of zeros, then a row of NaN
+  std::fill(zeros, zeros + dw, 0.f);
+  std::fill(zeros + dw, zeros + 2 * dw, NAN);
+  const float* nans = zeros + dw;
   T* staged = scratch(out_buf, row_len);
   int64_t* tag = scratch(tags, se[0] * R);
   std::fill(tag, tag + se[0] * R, int64_t{-1});  // tag[t * R + slot]: source row held, -1 none
+  const float** tr = scratch(t_rows, 2 * C);
+  float* tw = scratch(t_weights, 2 * C);
   const T* src_n = src + n * se[0] * se[1] * se[2] * C;
-  auto source_row = [&](int64_t t, int64_t h) -> const float* {
-    const int64_t slot = t * R + h % R;
-    float* rows = ring + slot * slot_floats;
-    if (tag[slot] != h) {
-      transpose_in<D>(src_n + (t * se[1] + h) * se[2] * C, C, se[2], C, rows, sw);
-      tag[slot] = h;
+
+  // The w sums of source row (t, h) into its ring slot, (C, dw).
+  auto w_sums = [&](int64_t t, int64_t h) {
+    const int64_t slot = t * R + plan.slot[h];
+    if (tag[slot] == h) return;
+    tag[slot] = h;
+    transpose_in<D>(src_n + (t * se[1] + h) * se[2] * C, C, se[2], C, xt, sw);
+    float* a = ring + slot * slot_floats;
+    for (int64_t c = 0; c < C; ++c) {
+      const float* row = xt + c * sw;
+      const int64_t o0 = plan.w_off[2 * c], o1 = plan.w_off[2 * c + 1];
+      const __mmask16* m0 = &plan.w_mask[2 * c * vectors];
+      const __mmask16* m1 = m0 + vectors;
+      const __m512 w0 = _mm512_set1_ps(plan.w_weight[2 * c]);
+      const __m512 w1 = _mm512_set1_ps(plan.w_weight[2 * c + 1]);
+      for (int64_t b = 0; b < vectors; ++b) {
+        const int64_t p = b * kLanes;
+        _mm512_storeu_ps(a + c * dw + p,
+                         _mm512_add_ps(_mm512_mul_ps(w0, _mm512_maskz_loadu_ps(m0[b], row + p + o0)),
+                                       _mm512_mul_ps(w1, _mm512_maskz_loadu_ps(m1[b], row + p + o1))));
+      }
     }
-    return rows;
   };
-  const __m512 zero = _mm512_setzero_ps();
+
   for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
+    for (int64_t t = 0; t < se[0]; ++t)
+      for (int64_t h = plan.h_lo[p1]; h <= plan.h_hi[p1]; ++h) w_sums(t, h);
+    // h sums of every source frame: slot rows of frame t are t * R * C * dw floats apart.
+    const int64_t frame_step = R * slot_floats;
+    for (int64_t c = 0; c < C; ++c) {
+      const CornerPair& taps = plan.h_taps[p1 * C + c];
+      const float* r[2];
+      int64_t step[2];
+      for (int j = 0; j < 2; ++j) {
+        const bool on = taps.index[j] >= 0;
+        r[j] = on ? ring + (plan.slot[taps.index[j]] * C + c) * dw : zeros;
+        step[j] = on ? frame_step : 0;
+      }
+      const __m512 w0 = _mm512_set1_ps(taps.weight[0]), w1 = _mm512_set1_ps(taps.weight[1]);
+      for (int64_t t = 0; t < se[0]; ++t) {
+        const float *r0 = r[0] + t * step[0], *r1 = r[1] + t * step[1];
+        float* out = h_sums + (t * C + c) * dw;
+        for (int64_t p = 0; p < dw; p += kLanes)
+          _mm512_storeu_ps(out + p, _mm512_add_ps(_mm512_mul_ps(w0, _mm512_loadu_ps(r0 + p)),
+                                                  _mm512_mul_ps(w1, _mm512_loadu_ps(r1 + p))));
+      }
+    }
     for (int64_t p0 = 0; p0 < de[0]; ++p0) {
       for (int64_t c = 0; c < C; ++c) {
-        float* out = yt + c * dw;
-        const ChannelShift& cs = shifts[c];
-        if (!cs.finite) {
-          for (int64_t p = 0; p < dw; p += kLanes) _mm512_storeu_ps(out + p, _mm512_set1_ps(NAN));
-          continue;
+        const CornerPair& taps = plan.t_taps[p0 * C + c];
+        for (int i = 0; i < 2; ++i) {
+          const bool on = taps.index[i] >= 0;
+          tr[2 * c + i] = on ? h_sums + (taps.index[i] * C + c) * dw : zeros;
+          tw[2 * c + i] = on ? taps.weight[i] : 0.f;
         }
-        const RowTaps& rt = plan.t_taps[p0 * C + c];
-        const RowTaps& rh = plan.h_taps[p1 * C + c];
-        // Present (t, h) rows in the scalar kernel's order, with their weights.
-        const float* rows[4];
-        int on[4], count = 0;
-        for (int i = 0; i < 2; ++i)
-          for (int j = 0; j < 2; ++j) {
-            on[2 * i + j] = rt.t_on[i] && rh.h_on[j];
-            rows[2 * i + j] = on[2 * i + j] ? source_row(rt.t[i], rh.h[j]) + c * sw : nullptr;
-            count += on[2 * i + j];
-          }
-        if (count == 0) {  // every corner absent: 0, as the scalar kernel's untouched accumulator
-          for (int64_t p = 0; p < dw; p += kLanes) _mm512_storeu_ps(out + p, zero);
-          continue;
-        }
-        const int64_t o0 = plan.w_off[2 * c], o1 = plan.w_off[2 * c + 1];
-        const __mmask16* m0 = &plan.w_mask[2 * c * plan.vectors];
-        const __mmask16* m1 = m0 + plan.vectors;
-        const bool u0 = rt.w_use[0], u1 = rt.w_use[1];
-        const __m512 ww0 = _mm512_set1_ps(rt.ww[0]), ww1 = _mm512_set1_ps(rt.ww[1]);
-        const __m512 wh[2] = {_mm512_set1_ps(rh.wh[0]), _mm512_set1_ps(rh.wh[1])};
-        const __m512 wt[2] = {_mm512_set1_ps(rt.wt[0]), _mm512_set1_ps(rt.wt[1])};
-        if (count == 4 && u0 && u1) {  // every row present (most rows): no tests per vector
-          const float *r00 = rows[0], *r01 = rows[1], *r10 = rows[2], *r11 = rows[3];
-          for (int64_t b = 0; b < plan.vectors; ++b) {
-            const int64_t p = b * kLanes;
-            auto h_sum = [&](const float* row) {
-              return _mm512_add_ps(
-                  _mm512_mul_ps(ww0, _mm512_maskz_loadu_ps(m0[b], row + p + o0)),
-                  _mm512_mul_ps(ww1, _mm512_maskz_loadu_ps(m1[b], row + p + o1)));
-            };
-            const __m512 t0 = _mm512_add_ps(_mm512_mul_ps(wh[0], h_sum(r00)),
-                                            _mm512_mul_ps(wh[1], h_sum(r01)));
-            const __m512 t1 = _mm512_add_ps(_mm512_mul_ps(wh[0], h_sum(r10)),
-                                            _mm512_mul_ps(wh[1], h_sum(r11)));
-            const __m512 acc = _mm512_add_ps(_mm512_mul_ps(wt[0], t0), _mm512_mul_ps(wt[1], t1));
-            _mm512_storeu_ps(out + p, _mm512_add_ps(acc, zero));
-          }
-          continue;
-        }
-        for (int64_t b = 0; b < plan.vectors; ++b) {
-          const int64_t p = b * kLanes;
-          // The scalar order, ((0 + a) + b) ..., less its additions of +0: they change a result
-          // only where it is -0, and the final + 0 restores that.
-          __m512 acc = zero;
-          bool acc_set = false;
-          for (int i = 0; i < 2; ++i) {
-            __m512 acc_t = zero;
-            bool t_set = false;
-            for (int j = 0; j < 2; ++j) {
-              const float* row = rows[2 * i + j];
-              if (row == nullptr) continue;
-              __m512 acc_h;
-              if (u0 && u1)
-                acc_h = _mm512_add_ps(_mm512_mul_ps(ww0, _mm512_maskz_loadu_ps(m0[b], row + p + o0)),
-                                      _mm512_mul_ps(ww1, _mm512_maskz_loadu_ps(m1[b], row + p + o1)));
-              else if (u0)
-                acc_h = _mm512_mul_ps(ww0, _mm512_maskz_loadu_ps(m0[b], row + p + o0));
-              else
-                acc_h = _mm512_mul_ps(ww1, _mm512_maskz_loadu_ps(m1[b], row + p + o1));
-              const __m512 term = _mm512_mul_ps(wh[j], acc_h);
-              acc_t = t_set ? _mm512_add_ps(acc_t, term) : term;
-              t_set = true;
-            }
-            if (!t_set) continue;
-            const __m512 term = _mm512_mul_ps(wt[i], acc_t);
-            acc = acc_set ? _mm512_add_ps(acc, term) : term;
-            acc_set = true;
-          }
-          _mm512_storeu_ps(out + p, _mm512_add_ps(acc, zero));
+        if (!plan.finite[c]) {  // NaN * 1 + 0 * 0: NaN, the scalar kernel's
+          tr[2 * c] = nans, tw[2 * c] = 1.f;
+          tr[2 * c + 1] = zeros, tw[2 * c + 1] = 0.f;
         }
       }
-      transpose_out<D>(yt, dw, C, de[2], staged, C);
+      const __m512 zero = _mm512_setzero_ps();
+      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+        const int64_t nc = std::min<int64_t>(kLanes, C - c0);
+        const __mmask16 cm = range_mask(c0, 0, C);
+        for (int64_t b = 0; b < vectors; ++b) {
+          const int64_t p = b * kLanes;
+          __m512 v[16];
+          for (int64_t i = 0; i < 16; ++i) {
+            if (i < nc) {
+              const int64_t c = c0 + i;
+              const __m512 sum = _mm512_add_ps(
+                  _mm512_mul_ps(_mm512_set1_ps(tw[2 * c]), _mm512_loadu_ps(tr[2 * c] + p)),
+                  _mm512_mul_ps(_mm512_set1_ps(tw[2 * c + 1]), _mm512_loadu_ps(tr[2 * c + 1] + p)));
+              v[i] = _mm512_add_ps(sum, zero);  // the scalar kernel's result where sum is -0
+            } else {
+              v[i] = zero;
+            }
+          }
+          transpose16(v);
+          const int64_t nw = std::min<int64_t>(kLanes, de[2] - p);
+          for (int64_t l = 0; l < nw; ++l) store16<D>(staged + (p + l) * C + c0, cm, v[l]);
+        }
+      }
       stream_copy(staged, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C, row_len);
     }
   }
