@@ -161,6 +161,50 @@ ffi::Future GradShift(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
   float* part = partials->typed_data();
   float* out = dshift->typed_data();
   const int64_t c3 = g.c * 3;
+  if (cpu_simd_available() && g.stride[2] == 1) {
+    // Tasks are runs of (n, output row) units, as many as the shape allows up to kGradShiftTasks
+    // (never more than the partials buffer holds); each sums its units into its own row of
+    // partials, and the last task sums the rows in task order: the result depends on the shape
+    // alone, not on the thread count.
+    constexpr int64_t kGradShiftTasks = 16;
+    const int64_t units = g.n * g.out[1];
+    const int64_t tasks = std::clamp<int64_t>(std::min(chunks, kGradShiftTasks), 1,
+                                              std::max<int64_t>(units, 1));
+    auto plan = std::make_shared<simd::InterpolationPlan>(
+        simd::plan_interpolation_cpu</*kAdjoint=*/false, /*kWeighted=*/false>(g, cs->data()));
+    auto finish = [=] {
+      for (int64_t i = 0; i < c3; ++i) {
+        float sum = 0.f;
+        for (int64_t k = 0; k < tasks; ++k) sum += part[k * c3 + i];
+        out[i] = (*cs)[i / 3].finite ? sum : NAN;
+      }
+    };
+    ffi::Future result = ready(ffi::Error::Success());
+    ffi::Error err = dispatch_dtype(x.element_type(), kGradShiftTarget, [&]<DType D>() {
+      using T = typename Storage<D>::T;
+      const T* xs = reinterpret_cast<const T*>(x.untyped_data());
+      const T* dys = reinterpret_cast<const T*>(dy.untyped_data());
+      auto body = [=](int64_t begin, int64_t end) {
+        thread_local std::vector<float> acc_buf;
+        float* acc = simd::scratch(acc_buf, g.c * 3 * simd::kLanes);
+        for (int64_t k = begin; k < end; ++k) {
+          std::fill(acc, acc + g.c * 3 * simd::kLanes, 0.f);
+          // Units [u0, u1) of task k, one run per sample.
+          for (int64_t u = units * k / tasks, u1 = units * (k + 1) / tasks; u < u1;) {
+            const int64_t n = u / g.out[1], p1 = u % g.out[1];
+            const int64_t stop = std::min(u1 - n * g.out[1], g.out[1]);
+            simd::shift_grad_rows<D>(xs, dys, g, *plan, n, p1, stop, acc);
+            u = n * g.out[1] + stop;
+          }
+          simd::reduce_lanes(acc, part + k * c3, c3);
+        }
+      };
+      result = parallel_for(pool, tasks, 1, body, finish);
+      return ffi::Error::Success();
+    });
+    if (!err.success()) return ready(std::move(err));
+    return result;
+  }
   auto finish = [=] { reduce_partials_on_host(part, out, chunks, c3); };
   ffi::Future result = ready(ffi::Error::Success());
   ffi::Error err = dispatch_dtype(x.element_type(), kGradShiftTarget, [&]<DType D>() {

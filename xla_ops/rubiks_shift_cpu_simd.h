@@ -22,6 +22,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -31,17 +32,32 @@
 
 namespace rubiks {
 
-// AVX-512 F/BW/VL/DQ present, and not disabled by RUBIKS_JAX_CPU_SIMD=0 (for A/B measurements and
-// for testing the scalar kernels on a machine that has AVX-512).
-inline bool cpu_simd_available() {
-  static const bool available = [] {
-    const char* env = std::getenv("RUBIKS_JAX_CPU_SIMD");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+// The CPU has AVX-512 F/BW/VL/DQ.
+inline bool cpu_simd_supported() {
+  static const bool supported = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   }();
-  return available;
+  return supported;
+}
+
+// Whether the handlers use the AVX-512 kernels: where supported, unless RUBIKS_JAX_CPU_SIMD=0 or
+// set_cpu_simd(false) (A/B measurements, and tests of the scalar kernels on an AVX-512 machine).
+inline std::atomic<bool>& cpu_simd_switch() {
+  static std::atomic<bool> on = [] {
+    const char* env = std::getenv("RUBIKS_JAX_CPU_SIMD");
+    return !(env != nullptr && std::strcmp(env, "0") == 0);
+  }();
+  return on;
+}
+
+inline bool cpu_simd_available() { return cpu_simd_supported() && cpu_simd_switch().load(); }
+
+// Returns whether the AVX-512 kernels are used after the call.
+inline bool set_cpu_simd(bool on) {
+  cpu_simd_switch().store(on);
+  return cpu_simd_available();
 }
 
 #pragma GCC push_options
@@ -159,31 +175,9 @@ inline void transpose_in(const typename Storage<D>::T* src, int64_t src_stride, 
   }
 }
 
-// dst (cols x rows, row stride dst_stride, storage D) = transpose of src (rows x cols, row
-// stride src_stride, float32, readable in whole vectors of 16 along each row).
-template <DType D>
-inline void transpose_out(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
-                          typename Storage<D>::T* dst, int64_t dst_stride) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
-    const __mmask16 rm = range_mask(r0, 0, rows);
-    const int64_t nr = std::min<int64_t>(kLanes, rows - r0);
-    for (int64_t c0 = 0; c0 < cols; c0 += kLanes) {
-      __m512 v[16];
-      const int64_t nc = std::min<int64_t>(kLanes, cols - c0);
-      if (nr == kLanes) {
-        for (int64_t i = 0; i < 16; ++i) v[i] = _mm512_loadu_ps(src + (r0 + i) * src_stride + c0);
-      } else {
-        for (int64_t i = 0; i < 16; ++i)
-          v[i] = i < nr ? _mm512_loadu_ps(src + (r0 + i) * src_stride + c0) : _mm512_setzero_ps();
-      }
-      transpose16(v);
-      if (nc == kLanes) {
-        for (int64_t i = 0; i < 16; ++i) store16<D>(dst + (c0 + i) * dst_stride + r0, rm, v[i]);
-      } else {
-        for (int64_t i = 0; i < nc; ++i) store16<D>(dst + (c0 + i) * dst_stride + r0, rm, v[i]);
-      }
-    }
-  }
+// out[i] = the sum of the 16 lanes of acc[i] (a fixed tree), i < count.
+inline void reduce_lanes(const float* acc, float* out, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) out[i] = _mm512_reduce_add_ps(_mm512_loadu_ps(acc + i * kLanes));
 }
 
 // Per-thread scratch, reused across calls (a fresh buffer per call would pay ~2 us per page
@@ -235,7 +229,9 @@ struct InterpolationPlan {
   std::vector<int64_t> h_lo, h_hi;   // (E1,): the source rows destination row p1 reads
 };
 
-template <bool kAdjoint>
+// kWeighted: as row_taps (interpolation: corners of weight 0 are skipped; the shift gradient keeps
+// them).
+template <bool kAdjoint, bool kWeighted = true>
 InterpolationPlan plan_interpolation_cpu(const Geometry& g, const ChannelShift* shifts) {
   const int64_t* se = kAdjoint ? g.out : g.in;
   const int64_t* de = kAdjoint ? g.in : g.out;
@@ -251,7 +247,7 @@ InterpolationPlan plan_interpolation_cpu(const Geometry& g, const ChannelShift* 
   for (int64_t c = 0; c < C; ++c) {
     const ChannelShift& cs = shifts[c];
     plan.finite[c] = cs.finite;
-    const RowTaps w = row_taps<kAdjoint, /*kWeighted=*/true>(g, cs, 0, 0);
+    const RowTaps w = row_taps<kAdjoint, kWeighted>(g, cs, 0, 0);
     const int64_t q = saturated_q(g, cs, 2);
     for (int k = 0; k < 2; ++k) {
       const int64_t off = kAdjoint ? g.pad[2] - q - k : q + k - g.pad[2];
@@ -263,14 +259,14 @@ InterpolationPlan plan_interpolation_cpu(const Geometry& g, const ChannelShift* 
                        : 0;
     }
     for (int64_t p0 = 0; p0 < de[0]; ++p0) {
-      const RowTaps r = row_taps<kAdjoint, /*kWeighted=*/true>(g, cs, p0, 0);
+      const RowTaps r = row_taps<kAdjoint, kWeighted>(g, cs, p0, 0);
       for (int i = 0; i < 2; ++i) {
         plan.t_taps[p0 * C + c].index[i] = r.t_on[i] ? r.t[i] : -1;
         plan.t_taps[p0 * C + c].weight[i] = r.t_on[i] ? r.wt[i] : 0.f;
       }
     }
     for (int64_t p1 = 0; p1 < de[1]; ++p1) {
-      const RowTaps r = row_taps<kAdjoint, /*kWeighted=*/true>(g, cs, 0, p1);
+      const RowTaps r = row_taps<kAdjoint, kWeighted>(g, cs, 0, p1);
       for (int j = 0; j < 2; ++j) {
         plan.h_taps[p1 * C + c].index[j] = r.h_on[j] ? r.h[j] : -1;
         plan.h_taps[p1 * C + c].weight[j] = r.h_on[j] ? r.wh[j] : 0.f;
@@ -300,19 +296,102 @@ InterpolationPlan plan_interpolation_cpu(const Geometry& g, const ChannelShift* 
   return plan;
 }
 
+// A row of at least `floats` zeros (or NaN), for corners that are absent (non-finite shifts).
+inline const float* zero_row(int64_t floats) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < floats) buf.assign(floats, 0.f);
+  return buf.data();
+}
+
+inline const float* nan_row(int64_t floats) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < floats) buf.assign(floats, NAN);
+  return buf.data();
+}
+
+// The w sums (and, kDerivative, the w differences v1 - v0) of the source rows of one sample, in
+// a per-thread ring: source row (t, h) lives in slot (t, h mod ring). The rows one destination row
+// reads span at most `ring` rows of a frame, so none of them is evicted while that destination row
+// is formed, and as the destination row advances the span only moves forward: a task forms each
+// source row it reads about once, not once for each of the 4 destination rows that read it.
+// Slot layout: (C, dw) w sums, then (C, dw) w differences; lanes past the destination extent are 0.
+template <DType D, bool kAdjoint, bool kDerivative>
+class SourceRing {
+ public:
+  using T = typename Storage<D>::T;
+  static constexpr int64_t kParts = kDerivative ? 2 : 1;
+
+  SourceRing(const T* src, const Geometry& g, const InterpolationPlan& plan, int64_t n)
+      : g_(g), plan_(plan), se_(kAdjoint ? g.out : g.in), C_(g.c), sw_(round_up(se_[2])),
+        dw_(plan.vectors * kLanes), part_(C_ * dw_), src_(src + n * se_[0] * se_[1] * se_[2] * C_) {
+    thread_local std::vector<float> ring, xt;
+    thread_local std::vector<int64_t> tags;
+    ring_ = scratch(ring, se_[0] * plan.ring * kParts * part_);
+    xt_ = scratch(xt, C_ * sw_);
+    tag_ = scratch(tags, se_[0] * plan.ring);
+    std::fill(tag_, tag_ + se_[0] * plan.ring, int64_t{-1});
+  }
+
+  // Forms every source row that destination row p1 reads, in every frame.
+  void load(int64_t p1) {
+    for (int64_t t = 0; t < se_[0]; ++t)
+      for (int64_t h = plan_.h_lo[p1]; h <= plan_.h_hi[p1]; ++h) form(t, h);
+  }
+
+  // Channel c of source row (t, h), formed by load(); its part 1 (differences) is part_floats()
+  // further.
+  const float* row(int64_t t, int64_t h, int64_t c) const {
+    return ring_ + ((t * plan_.ring + plan_.slot[h]) * kParts * part_) + c * dw_;
+  }
+  // The distance from a row of frame t to the same row of frame t + 1.
+  int64_t frame_step() const { return plan_.ring * kParts * part_; }
+  int64_t part_floats() const { return part_; }
+
+ private:
+  void form(int64_t t, int64_t h) {
+    const int64_t slot = t * plan_.ring + plan_.slot[h];
+    if (tag_[slot] == h) return;
+    tag_[slot] = h;
+    transpose_in<D>(src_ + (t * se_[1] + h) * se_[2] * C_, C_, se_[2], C_, xt_, sw_);
+    float* a = ring_ + slot * kParts * part_;
+    const int64_t vectors = plan_.vectors;
+    for (int64_t c = 0; c < C_; ++c) {
+      const float* row = xt_ + c * sw_;
+      const int64_t o0 = plan_.w_off[2 * c], o1 = plan_.w_off[2 * c + 1];
+      const __mmask16* m0 = &plan_.w_mask[2 * c * vectors];
+      const __mmask16* m1 = m0 + vectors;
+      const __m512 w0 = _mm512_set1_ps(plan_.w_weight[2 * c]);
+      const __m512 w1 = _mm512_set1_ps(plan_.w_weight[2 * c + 1]);
+      for (int64_t b = 0; b < vectors; ++b) {
+        const int64_t p = b * kLanes;
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0[b], row + p + o0);
+        const __m512 v1 = _mm512_maskz_loadu_ps(m1[b], row + p + o1);
+        _mm512_storeu_ps(a + c * dw_ + p,
+                         _mm512_add_ps(_mm512_mul_ps(w0, v0), _mm512_mul_ps(w1, v1)));
+        if constexpr (kDerivative) _mm512_storeu_ps(a + part_ + c * dw_ + p, _mm512_sub_ps(v1, v0));
+      }
+    }
+  }
+
+  const Geometry& g_;
+  const InterpolationPlan& plan_;
+  const int64_t* se_;
+  const int64_t C_, sw_, dw_, part_;
+  const T* src_;
+  float* ring_;
+  float* xt_;
+  int64_t* tag_;
+};
+
 // Destination rows p1 in [row_begin, row_end) of every frame of sample n, y (forward) or dx
 // (kAdjoint), at w stride 1.
 //
-// The trilinear sum is evaluated axis by axis, each partial sum computed once and reused: it is
-// the scalar kernel's nesting, t(h(w(x))), and every inner sum depends on fewer indices than the
-// destination point. The w sums of a channel depend only on its source row (t, h): they are formed
-// when that row is first needed (transposed to (C, W), then interpolated along w per channel) and
-// kept in a per-thread ring, slot (t, h mod ring), which holds every row one destination row reads;
-// so a source row is processed about once per task, not once for each of the 4 destination rows
-// that read it. The h sums depend on (source frame t, destination row p1): formed once per p1 for
-// every frame, and read by the 2 destination frames whose t corners fall on t. The t sums give
-// the destination row, 16 channels x 16 columns at a time, transposed back to (W, C) in registers
-// and streamed out.
+// The trilinear sum is evaluated axis by axis, each partial sum formed once and reused: it is the
+// scalar kernel's nesting, t(h(w(x))), and every inner sum depends on fewer indices than the
+// destination point. The w sums depend on the source row (SourceRing). The h sums depend on
+// (source frame t, destination row p1): formed once per p1 for every frame, and read by the 2
+// destination frames whose t corners fall on t. The t sums give the destination row, 16 channels x
+// 16 columns at a time, transposed back to (W, C) in registers and streamed out.
 template <DType D, bool kAdjoint>
 void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
                       typename Storage<D>::T* __restrict__ dst, const Geometry& g,
@@ -321,63 +400,28 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
   using T = typename Storage<D>::T;
   const int64_t* se = kAdjoint ? g.out : g.in;  // source extents
   const int64_t* de = kAdjoint ? g.in : g.out;  // destination extents
-  const int64_t C = g.c, sw = round_up(se[2]), dw = round_up(de[2]), R = plan.ring;
-  const int64_t slot_floats = C * dw, row_len = de[2] * C, vectors = plan.vectors;
-  thread_local std::vector<float> ring_buf, h_buf, in_buf, const_buf;
+  const int64_t C = g.c, dw = plan.vectors * kLanes, part = C * dw, row_len = de[2] * C;
+  SourceRing<D, kAdjoint, /*kDerivative=*/false> ring(src, g, plan, n);
+  thread_local std::vector<float> h_buf, t_weights;
   thread_local std::vector<T> out_buf;
-  thread_local std::vector<int64_t> tags;
   thread_local std::vector<const float*> t_rows;
-  thread_local std::vector<float> t_weights;
-  float* ring = scratch(ring_buf, se[0] * R * slot_floats);
-  float* h_sums = scratch(h_buf, se[0] * slot_floats);  // (source frame t, C, dw)
-  float* xt = scratch(in_buf, C * sw);
-  float* zeros = scratch(const_buf, 2 * dw);  // a row of zeros, then a row of NaN
-  std::fill(zeros, zeros + dw, 0.f);
-  std::fill(zeros + dw, zeros + 2 * dw, NAN);
-  const float* nans = zeros + dw;
+  float* h_sums = scratch(h_buf, se[0] * part);  // (source frame t, C, dw)
+  const float* zeros = zero_row(dw);
+  const float* nans = nan_row(dw);
   T* staged = scratch(out_buf, row_len);
-  int64_t* tag = scratch(tags, se[0] * R);
-  std::fill(tag, tag + se[0] * R, int64_t{-1});  // tag[t * R + slot]: source row held, -1 none
   const float** tr = scratch(t_rows, 2 * C);
   float* tw = scratch(t_weights, 2 * C);
-  const T* src_n = src + n * se[0] * se[1] * se[2] * C;
-
-  // The w sums of source row (t, h) into its ring slot, (C, dw).
-  auto w_sums = [&](int64_t t, int64_t h) {
-    const int64_t slot = t * R + plan.slot[h];
-    if (tag[slot] == h) return;
-    tag[slot] = h;
-    transpose_in<D>(src_n + (t * se[1] + h) * se[2] * C, C, se[2], C, xt, sw);
-    float* a = ring + slot * slot_floats;
-    for (int64_t c = 0; c < C; ++c) {
-      const float* row = xt + c * sw;
-      const int64_t o0 = plan.w_off[2 * c], o1 = plan.w_off[2 * c + 1];
-      const __mmask16* m0 = &plan.w_mask[2 * c * vectors];
-      const __mmask16* m1 = m0 + vectors;
-      const __m512 w0 = _mm512_set1_ps(plan.w_weight[2 * c]);
-      const __m512 w1 = _mm512_set1_ps(plan.w_weight[2 * c + 1]);
-      for (int64_t b = 0; b < vectors; ++b) {
-        const int64_t p = b * kLanes;
-        _mm512_storeu_ps(a + c * dw + p,
-                         _mm512_add_ps(_mm512_mul_ps(w0, _mm512_maskz_loadu_ps(m0[b], row + p + o0)),
-                                       _mm512_mul_ps(w1, _mm512_maskz_loadu_ps(m1[b], row + p + o1))));
-      }
-    }
-  };
-
+  const __m512 zero = _mm512_setzero_ps();
   for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
-    for (int64_t t = 0; t < se[0]; ++t)
-      for (int64_t h = plan.h_lo[p1]; h <= plan.h_hi[p1]; ++h) w_sums(t, h);
-    // h sums of every source frame: slot rows of frame t are t * R * C * dw floats apart.
-    const int64_t frame_step = R * slot_floats;
+    ring.load(p1);
     for (int64_t c = 0; c < C; ++c) {
       const CornerPair& taps = plan.h_taps[p1 * C + c];
       const float* r[2];
       int64_t step[2];
       for (int j = 0; j < 2; ++j) {
         const bool on = taps.index[j] >= 0;
-        r[j] = on ? ring + (plan.slot[taps.index[j]] * C + c) * dw : zeros;
-        step[j] = on ? frame_step : 0;
+        r[j] = on ? ring.row(0, taps.index[j], c) : zeros;
+        step[j] = on ? ring.frame_step() : 0;
       }
       const __m512 w0 = _mm512_set1_ps(taps.weight[0]), w1 = _mm512_set1_ps(taps.weight[1]);
       for (int64_t t = 0; t < se[0]; ++t) {
@@ -401,11 +445,10 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
           tr[2 * c + 1] = zeros, tw[2 * c + 1] = 0.f;
         }
       }
-      const __m512 zero = _mm512_setzero_ps();
       for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
         const int64_t nc = std::min<int64_t>(kLanes, C - c0);
         const __mmask16 cm = range_mask(c0, 0, C);
-        for (int64_t b = 0; b < vectors; ++b) {
+        for (int64_t b = 0; b < plan.vectors; ++b) {
           const int64_t p = b * kLanes;
           __m512 v[16];
           for (int64_t i = 0; i < 16; ++i) {
@@ -425,6 +468,70 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
         }
       }
       stream_copy(staged, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C, row_len);
+    }
+  }
+}
+
+// Adds to acc ((C, 3, 16) float32 lane sums) the shift gradient of output rows p1 in
+// [row_begin, row_end) of every frame of sample n, at w stride 1. `plan` is the forward's, built
+// with kWeighted = false (corners of weight 0 count: their derivative weight is +-1).
+//
+// Per point, with v_ijk the corners and s = (-1, +1) the derivative weights, the gradient is
+// dy * (sum s_i wh_j ww_k v, sum wt_i s_j ww_k v, sum wt_i wh_j s_k v), evaluated axis by axis as the
+// forward: the w sums A and differences Dw of each source row (SourceRing), then per t corner the
+// h sums of A and of Dw and the h difference of A, then the t difference and t sums. The order of
+// the additions differs from the scalar kernels' (the lanes sum separately); the reduction is
+// still fixed by the shape alone.
+template <DType D>
+void shift_grad_rows(const typename Storage<D>::T* __restrict__ x,
+                     const typename Storage<D>::T* __restrict__ dy, const Geometry& g,
+                     const InterpolationPlan& plan, int64_t n, int64_t row_begin, int64_t row_end,
+                     float* __restrict__ acc) {
+  const int64_t C = g.c, dw = plan.vectors * kLanes;
+  SourceRing<D, /*kAdjoint=*/false, /*kDerivative=*/true> ring(x, g, plan, n);
+  thread_local std::vector<float> dy_buf;
+  float* dyt = scratch(dy_buf, C * dw);
+  const float* zeros = zero_row(2 * C * dw);  // a whole slot: sums and differences
+  const int64_t diff = ring.part_floats();
+  for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
+    ring.load(p1);
+    for (int64_t p0 = 0; p0 < g.out[0]; ++p0) {
+      transpose_in<D>(dy + (((n * g.out[0] + p0) * g.out[1] + p1) * g.out[2]) * C, C, g.out[2], C,
+                      dyt, dw);
+      for (int64_t c = 0; c < C; ++c) {
+        const CornerPair& tt = plan.t_taps[p0 * C + c];
+        const CornerPair& hh = plan.h_taps[p1 * C + c];
+        const float* r[2][2];
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j)
+            r[i][j] = tt.index[i] >= 0 && hh.index[j] >= 0 ? ring.row(tt.index[i], hh.index[j], c)
+                                                           : zeros;
+        // Absent corners read rows of zeros (and their weights do not matter).
+        const __m512 wh0 = _mm512_set1_ps(hh.weight[0]), wh1 = _mm512_set1_ps(hh.weight[1]);
+        const __m512 wt0 = _mm512_set1_ps(tt.weight[0]), wt1 = _mm512_set1_ps(tt.weight[1]);
+        __m512 gt = _mm512_setzero_ps(), gh = gt, gw = gt;
+        for (int64_t p = 0; p < dw; p += kLanes) {
+          __m512 sum_h[2], diff_h[2], sum_hw[2];
+          for (int i = 0; i < 2; ++i) {
+            const __m512 a0 = _mm512_loadu_ps(r[i][0] + p), a1 = _mm512_loadu_ps(r[i][1] + p);
+            const __m512 d0 = _mm512_loadu_ps(r[i][0] + diff + p);
+            const __m512 d1 = _mm512_loadu_ps(r[i][1] + diff + p);
+            sum_h[i] = _mm512_fmadd_ps(wh1, a1, _mm512_mul_ps(wh0, a0));
+            diff_h[i] = _mm512_sub_ps(a1, a0);
+            sum_hw[i] = _mm512_fmadd_ps(wh1, d1, _mm512_mul_ps(wh0, d0));
+          }
+          const __m512 up = _mm512_loadu_ps(dyt + c * dw + p);
+          gt = _mm512_fmadd_ps(up, _mm512_sub_ps(sum_h[1], sum_h[0]), gt);
+          gh = _mm512_fmadd_ps(up, _mm512_fmadd_ps(wt1, diff_h[1], _mm512_mul_ps(wt0, diff_h[0])),
+                               gh);
+          gw = _mm512_fmadd_ps(up, _mm512_fmadd_ps(wt1, sum_hw[1], _mm512_mul_ps(wt0, sum_hw[0])),
+                               gw);
+        }
+        float* a = acc + c * 3 * kLanes;
+        _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), gt));
+        _mm512_storeu_ps(a + kLanes, _mm512_add_ps(_mm512_loadu_ps(a + kLanes), gh));
+        _mm512_storeu_ps(a + 2 * kLanes, _mm512_add_ps(_mm512_loadu_ps(a + 2 * kLanes), gw));
+      }
     }
   }
 }

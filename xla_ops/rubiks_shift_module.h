@@ -21,7 +21,8 @@ inline pybind11::capsule handler_capsule(XLA_FFI_Error* (*handler)(XLA_FFI_CallF
 
 }  // namespace rubiks
 
-#define RUBIKS_SHIFT_MODULE(MODULE, PLATFORM, TARGET_SUFFIX, DOC)                               \
+// The trailing arguments, if any, are statements run with the module `m` in scope (more functions).
+#define RUBIKS_SHIFT_MODULE(MODULE, PLATFORM, TARGET_SUFFIX, DOC, ...)                          \
   extern "C" {                                                                                  \
   XLA_FFI_Error* RubiksShiftForward##PLATFORM(XLA_FFI_CallFrame* call_frame);                   \
   XLA_FFI_Error* RubiksShiftGradInput##PLATFORM(XLA_FFI_CallFrame* call_frame);                 \
@@ -40,6 +41,7 @@ inline pybind11::capsule handler_capsule(XLA_FFI_Error* (*handler)(XLA_FFI_CallF
           rubiks::handler_capsule(RubiksShiftGradShift##PLATFORM);                              \
       return d;                                                                                 \
     });                                                                                         \
+    __VA_ARGS__                                                                                 \
   }
 
 #endif  // RUBIKS_JAX_XLA_OPS_RUBIKS_SHIFT_MODULE_H_

@@ -110,6 +110,22 @@ def cuda_emulation_built() -> bool:
     return "_rubiks_shift_cuda_emulation" in _registered_modules()
 
 
+def cpu_simd_supported() -> bool:
+    """True when the CPU kernels have their AVX-512 path on this CPU (forward, input and shift
+    gradients at w stride 1; the scalar kernels run elsewhere)."""
+    return available() and kernel_module("_rubiks_shift_cpu").simd_supported()
+
+
+def set_cpu_simd(on: bool) -> bool:
+    """Lets the CPU kernels use their AVX-512 path where supported (on=True, the default unless
+    the environment sets RUBIKS_JAX_CPU_SIMD=0) or keeps them scalar; takes effect for every later
+    call, compiled or not. Returns whether the AVX-512 path is used now. For A/B measurements and
+    for testing both paths on one machine."""
+    if not available():
+        raise ValueError("the compiled CPU kernels are not installed")
+    return bool(kernel_module("_rubiks_shift_cpu").set_simd(bool(on)))
+
+
 def _attrs(geo: Geometry) -> dict[str, np.int64]:
     st, sh, sw = geo.stride
     pt, ph, pw = geo.padding

@@ -70,3 +70,18 @@ def make_inputs(case: Case, dtype=np.float32):
         out.append((case.shape[a + 1] + 2 * case.padding[a] - 1) // case.stride[a] + 1)
     dy = rng.standard_normal(out + [case.shape[-1]]).astype(np.float32)
     return x.astype(dtype), shift, dy.astype(dtype)
+
+# For the kernel-against-kernel comparisons: channels 1 / 13 / 33 / 72 (a CUDA warp spans one or
+# several rows and segments; the CPU's AVX-512 kernels take 16 channels at a time), W past one CUDA
+# segment (32) and past several vectors of 16, strides 1-3 on every axis, padding, and every kind
+# of shift.
+KERNEL_CASES = CASES + [
+    Case((1, 3, 5, 70, 13), stride=(1, 1, 1), padding=(0, 1, 0), shifts="large", seed=21),
+    Case((2, 4, 6, 33, 33), stride=(2, 3, 1), padding=(1, 2, 0), shifts="mixed", seed=22),
+    Case((1, 5, 4, 40, 72), stride=(1, 2, 3), padding=(2, 0, 1), shifts="uniform", seed=23),
+    Case((2, 3, 7, 11, 1), stride=(3, 1, 2), padding=(0, 0, 2), shifts="integer", seed=24),
+    Case((1, 4, 5, 66, 13), stride=(1, 1, 2), padding=(1, 1, 1), shifts="extreme", seed=25),
+    Case((3, 2, 3, 9, 33), stride=(2, 2, 2), padding=(2, 2, 2), shifts="extreme", seed=26),
+    Case((2, 5, 6, 37, 72), stride=(2, 1, 1), padding=(1, 2, 3), shifts="extreme", seed=27),
+    Case((1, 2, 9, 17, 40), stride=(1, 2, 1), padding=(0, 0, 0), shifts="large", seed=28),
+]

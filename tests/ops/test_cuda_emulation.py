@@ -1,6 +1,7 @@
 """The CUDA kernels' own bodies (thread index mapping, w segments, 32- and 64-bit offsets, the
 shift gradient's chunked pass 1 and block-reduced pass 2), run on the host over the grid the CUDA
-handlers launch, against the CPU kernels bit for bit. Only the hardware stays untested here."""
+handlers launch, against the scalar CPU kernels bit for bit (the CPU's AVX-512 kernels are checked
+against those in test_cpu_simd.py). Only the hardware stays untested here."""
 
 from __future__ import annotations
 
@@ -11,22 +12,18 @@ import pytest
 
 from rubiks_jax.ops import ffi_kernels
 from rubiks_jax.ops.geometry import Geometry
-from tests.ops.cases import CASES, Case, make_inputs
+from tests.ops.cases import KERNEL_CASES, Case, make_inputs
 
 pytestmark = pytest.mark.skipif(
     not (ffi_kernels.available() and ffi_kernels.cuda_emulation_built()),
     reason="CPU kernels or their CUDA emulation module not built")
 
-# Channels 1 / 13 / 33 / 72 (a warp spans one or several rows and segments), W past one segment
-# (kSegmentTarget = 32), strides 1-3 on every axis, padding, and every kind of shift.
-EMULATION_CASES = CASES + [
-    Case((1, 3, 5, 70, 13), stride=(1, 1, 1), padding=(0, 1, 0), shifts="large", seed=21),
-    Case((2, 4, 6, 33, 33), stride=(2, 3, 1), padding=(1, 2, 0), shifts="mixed", seed=22),
-    Case((1, 5, 4, 40, 72), stride=(1, 2, 3), padding=(2, 0, 1), shifts="uniform", seed=23),
-    Case((2, 3, 7, 11, 1), stride=(3, 1, 2), padding=(0, 0, 2), shifts="integer", seed=24),
-    Case((1, 4, 5, 66, 13), stride=(1, 1, 2), padding=(1, 1, 1), shifts="extreme", seed=25),
-    Case((3, 2, 3, 9, 33), stride=(2, 2, 2), padding=(2, 2, 2), shifts="extreme", seed=26),
-]
+@pytest.fixture(autouse=True)
+def scalar_cpu_kernels():
+    """The scalar CPU kernels: the per-point arithmetic the CUDA kernels share."""
+    ffi_kernels.set_cpu_simd(False)
+    yield
+    ffi_kernels.set_cpu_simd(True)
 
 
 def _attrs(case: Case, **extra) -> dict:
@@ -78,13 +75,13 @@ def _compare(case: Case, dtype, quantize: bool, force_64bit: bool):
 @pytest.mark.parametrize("quantize", [False, True], ids=["fractional", "quantized"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16],
                          ids=["f32", "bf16", "f16"])
-@pytest.mark.parametrize("case", EMULATION_CASES, ids=str)
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=str)
 def test_emulated_cuda_kernels_match_cpu_bit_for_bit(case, dtype, quantize):
     _compare(case, dtype, quantize, force_64bit=False)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("case", EMULATION_CASES, ids=str)
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=str)
 def test_emulated_64bit_offset_kernels_match_cpu_bit_for_bit(case, dtype):
     """The variants for tensors of 2^31 elements or more, forced on small tensors."""
     _compare(case, dtype, quantize=False, force_64bit=True)
@@ -92,7 +89,7 @@ def test_emulated_64bit_offset_kernels_match_cpu_bit_for_bit(case, dtype):
 
 def test_emulation_sentinel_reveals_unwritten_elements():
     """The comparison above can fail: an element the CPU writes differs from the sentinel."""
-    case = EMULATION_CASES[0]
+    case = KERNEL_CASES[0]
     x, shift, dy = (jnp.asarray(v) for v in make_inputs(case))
     y_cpu = _cpu(x, shift, dy, case, False)[0]
     sentinel = np.full(np.shape(y_cpu), 0xFFFFFFFF, np.uint32)
