@@ -1,5 +1,6 @@
-"""Op suite: forward, backward and forward+backward of rubiks_shift, impl="ffi" against impl="xla"
-in one run, as device time per call.
+"""Op suite: forward, backward and forward+backward of rubiks_shift, impl="ffi" (the kernels)
+against impl="xla" (the fast pure-XLA path) in one run, as device time per call; the readable oracle
+impl="reference" is timed too, for the record (forward and forward+backward, fewer samples).
 
 Modes: "fwd" (y), "bwd" (the input and shift gradients alone, from the residuals), "fwd+bwd"
 (both, as in training). Each entry is timed as K back-to-back calls inside one jitted loop, divided
@@ -31,11 +32,17 @@ SMALL_SHAPE = (2, 8, 14, 14, 32)
 QUICK_SHAPE = (2, 4, 8, 8, 16)
 
 # Calls per loop trip (timing.loop_calls). Kernels: two, else XLA copies each output into the
-# loop state. Pure XLA: one, as XLA:CPU would fuse two consecutive calls into one program (it ran
-# 1.6x slower per call at the paper shape, measured); the cost is one copy of a tensor per call (the
-# output into the loop state), small next to that op. The copy floor: one, two elementwise
-# calls would be fused into a single pass.
-CALLS_PER_TRIP = {"ffi": 2, "xla": 1, "copy": 1}
+# loop state. Pure XLA (xla, reference): one, as XLA:CPU would fuse two consecutive calls into one
+# program (the reference ran 1.6x slower per call at the paper shape, measured; the fast path would
+# recompute the first call inside the second's gathers); the cost is one copy of a tensor per call
+# (the output into the loop state). The copy floor: one, two elementwise calls would be fused into
+# a single pass.
+CALLS_PER_TRIP = {"ffi": 2, "xla": 1, "reference": 1, "copy": 1}
+# Every mode of the kernels and of the fast pure-XLA path; the reference (over a second per call at
+# the paper shape) only forward and forward+backward, with at most REFERENCE_REPEATS samples.
+MODES = {"ffi": ("fwd", "bwd", "fwd+bwd"), "xla": ("fwd", "bwd", "fwd+bwd"),
+         "reference": ("fwd", "fwd+bwd")}
+REFERENCE_REPEATS = 3
 # Wall time one sample of K calls should last (K is calibrated for it). On a GPU a sample only
 # has to dwarf one dispatch (~10-50 us). On the CPU each sample also pays once for first touching
 # the fresh buffers the loop allocates (~2 us per 4 KiB page: ~30 ms for one 58 MB tensor at the
@@ -88,8 +95,8 @@ def _steps(impl: str) -> dict[str, Callable[[Carry], Carry]]:
         x, s, dy = carry
         y = op(x, s)
         # The shift is nudged by itself, not by an element of y: a second consumer of y changes
-        # how XLA:CPU fuses the pure-XLA forward (3.5x faster at the paper shape, measured), so
-        # that op would no longer be the one a plain jitted call runs.
+        # how XLA:CPU fuses a pure-XLA forward (the reference's ran 3.5x faster at the paper shape,
+        # measured), so that op would no longer be the one a plain jitted call runs.
         return y, _nudge(s, s), dy
 
     def bwd(carry: Carry) -> Carry:
@@ -121,7 +128,8 @@ def _copy_step(carry: Carry) -> Carry:
 
 def run(repeats: int | None = None, quick: bool = False) -> dict:
     if not ffi_available():
-        raise SystemExit("the op suite compares impl='ffi' with impl='xla': build the kernels first")
+        raise SystemExit("the op suite compares impl='ffi' with the pure-XLA impls: build the "
+                         "kernels first")
     shapes = [QUICK_SHAPE] if quick else [SMALL_SHAPE, PAPER_SHAPE]
     dtypes = [jnp.float32, jnp.bfloat16]
     target_s = TARGET_S["gpu" if on_accelerator() else "cpu"]
@@ -139,34 +147,46 @@ def run(repeats: int | None = None, quick: bool = False) -> dict:
             copy_bw = 2 * elems * itemsize / copy.median_s
             floor_bytes = {"fwd": 2 * elems * itemsize, "bwd": 3 * elems * itemsize,
                            "fwd+bwd": 5 * elems * itemsize}
-            for impl in ("ffi", "xla"):
-                for mode, step in _steps(impl).items():
-                    t = time_per_call(step, make, n_rep, target_s, CALLS_PER_TRIP[impl],
-                                      iters=iters)
+            for impl, modes in MODES.items():
+                reps = min(n_rep, REFERENCE_REPEATS) if impl == "reference" else n_rep
+                for mode in modes:
+                    t = time_per_call(_steps(impl)[mode], make, reps, target_s,
+                                      CALLS_PER_TRIP[impl], iters=iters)
                     rows.append(dict(shape=list(shape), dtype=np.dtype(dtype).name, mode=mode,
                                      impl=impl, **t.as_dict(), bytes=floor_bytes[mode],
                                      gbps=floor_bytes[mode] / t.median_s / 1e9,
                                      floor_s=floor_bytes[mode] / copy_bw,
                                      copy_gbps=copy_bw / 1e9, copy_iters=copy.iters))
+    # Speedups are t(baseline) / t(row), both medians of this run; None where the baseline was not
+    # timed (the reference's backward alone).
     by_key = {(tuple(r["shape"]), r["dtype"], r["mode"], r["impl"]): r for r in rows}
     for r in rows:
-        xla = by_key[(tuple(r["shape"]), r["dtype"], r["mode"], "xla")]
-        r["speedup_vs_xla"] = xla["median_s"] / r["median_s"]
+        for baseline in ("xla", "reference"):
+            base = by_key.get((tuple(r["shape"]), r["dtype"], r["mode"], baseline))
+            r[f"speedup_vs_{baseline}"] = (None if base is None
+                                           else base["median_s"] / r["median_s"])
         r["x_floor"] = r["median_s"] / r["floor_s"]
     return {"suite": "op", "machine": machine_description(), "timing": "per call: one jitted loop "
             "of K back-to-back calls per sample, its time / K", "rows": rows}
 
 
+def _ratio(value: float | None, width: int) -> str:
+    return f"{value:{width - 1}.2f}x" if value is not None else f"{'-':>{width}s}"
+
+
 def format_table(result: dict) -> str:
     lines = [f"rubiks_shift op benchmark on {result['machine']}",
              "per-call device time: each sample is one jitted loop of K back-to-back calls, / K",
-             "(N,T,H,W,C)          dtype     mode     impl   median us  [min, max] us              "
-             "GB/s  x floor  speedup vs xla      K"]
+             "speedup vs X = median time of impl X / median time of the row, same shape, dtype and "
+             "mode, this run (- where X was not timed)",
+             "(N,T,H,W,C)          dtype     mode     impl        median us  [min, max] us        "
+             "      GB/s  x floor  speedup vs xla  vs reference      K"]
     for r in result["rows"]:
         lines.append(
-            f"{str(tuple(r['shape'])):20s} {r['dtype']:9s} {r['mode']:8s} {r['impl']:4s} "
+            f"{str(tuple(r['shape'])):20s} {r['dtype']:9s} {r['mode']:8s} {r['impl']:9s} "
             f"{r['median_s'] * 1e6:11.1f}  [{r['min_s'] * 1e6:9.1f}, {r['max_s'] * 1e6:9.1f}] "
-            f"{r['gbps']:8.2f} {r['x_floor']:8.1f} {r['speedup_vs_xla']:14.2f}x {r['iters']:6d}")
+            f"{r['gbps']:8.2f} {r['x_floor']:8.1f} {_ratio(r['speedup_vs_xla'], 15)} "
+            f"{_ratio(r['speedup_vs_reference'], 13)} {r['iters']:6d}")
     copy = {(tuple(r["shape"]), r["dtype"]): (r["copy_gbps"], r["copy_iters"])
             for r in result["rows"]}
     lines.append("floor = bytes the op must move / bandwidth of x -> -x timed the same way in this "

@@ -10,6 +10,10 @@ Gradients come from a `jax.custom_vjp`: dL/dx is the exact adjoint, dL/dshift th
 of the trilinear interpolation (floor convention at integer coordinates), accumulated in float32.
 With `quantize=True` the forward and dL/dx use the integer shift floor(d + 0.5) while dL/dshift stays
 the interpolation derivative at d (straight-through estimator).
+
+Implementations (`impl`): "ffi", the compiled kernels (ffi_kernels.py); "xla", pure JAX written for
+speed (xla_shift.py: fused gathers, the same custom_vjp); "reference", the readable pure-JAX oracle
+(xla_reference.py, differentiated by jax.vjp), which the tests compare the others with.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from rubiks_jax.ops import ffi_kernels, xla_reference
+from rubiks_jax.ops import ffi_kernels, xla_reference, xla_shift
 from rubiks_jax.ops.geometry import Geometry, as_triple
 
-IMPLS = ("ffi", "xla")
+IMPLS = ("ffi", "xla", "reference")
 _DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
@@ -109,11 +113,12 @@ def _resolve_impl(impl: str | None) -> str:
     None: "ffi" when the compiled kernels are installed and can run on the default backend, else
     "xla" (on a GPU whose CUDA kernels were not built, with a one-time warning). A jaxlib older than
     the one the kernels were compiled against is refused (RuntimeError naming both versions) for
-    None and "ffi" alike: that installation is broken, and silently slower is no fix.
+    None and "ffi" alike: that installation is broken, and silently slower is no fix. "xla" and
+    "reference" (pure JAX) always run.
     """
     if impl is not None and impl not in IMPLS:
-        raise ValueError(f"impl must be None, 'ffi' or 'xla', got {impl!r}")
-    if impl == "xla":
+        raise ValueError(f"impl must be None, 'ffi', 'xla' or 'reference', got {impl!r}")
+    if impl in ("xla", "reference"):
         return impl
     if impl == "ffi" and not ffi_kernels.available():
         raise ValueError("impl='ffi' but the compiled kernels (rubiks_jax._rubiks_shift_cpu) are not "
@@ -159,7 +164,8 @@ def rubiks_shift(x: jax.Array, shift: jax.Array, *, stride: int | Sequence[int] 
       stride: output stride per axis (t, h, w), >= 1.
       padding: zero padding per axis, >= 0.
       quantize: use the rounded shift forward, the straight-through gradient backward.
-      impl: "ffi" (compiled kernels), "xla" (pure JAX), or None (ffi when built, else xla).
+      impl: "ffi" (compiled kernels), "xla" (pure JAX, fused gathers), "reference" (pure JAX, the
+        readable oracle of the tests; slow), or None (ffi when built, else xla).
     Returns:
       (..., To, Ho, Wo, C) in x's dtype.
     """
@@ -176,16 +182,19 @@ def rubiks_shift(x: jax.Array, shift: jax.Array, *, stride: int | Sequence[int] 
 # ------------------------------------------------------------------------------------------------
 # custom_vjp over rank-5 inputs and a float32 shift.
 # ------------------------------------------------------------------------------------------------
+_FAST = {"ffi": ffi_kernels, "xla": xla_shift}  # modules with forward, grad_input and grad_shift
+
+
 def _forward(x, shift, geo: Geometry, quantize: bool, impl: str):
-    if impl == "ffi":
-        return ffi_kernels.forward(x, shift, geo, quantize)
+    if impl in _FAST:
+        return _FAST[impl].forward(x, shift, geo, quantize)
     return xla_reference.forward(x, shift, geo, quantize)
 
 
 def _backward(x, shift, dy, geo: Geometry, quantize: bool, impl: str):
-    if impl == "ffi":
-        return (ffi_kernels.grad_input(dy, shift, geo, quantize),
-                ffi_kernels.grad_shift(x, dy, shift, geo))
+    if impl in _FAST:
+        return (_FAST[impl].grad_input(dy, shift, geo, quantize),
+                _FAST[impl].grad_shift(x, dy, shift, geo))
     # The reference is differentiable: dx is the adjoint at the (possibly quantized) shift,
     # dshift the derivative of the unquantized interpolation.
     _, vjp_x = jax.vjp(lambda v: xla_reference.forward(v, shift, geo, quantize), x)

@@ -1,4 +1,5 @@
-"""Pure-JAX RubiksShift (`impl="xla"`): readable, differentiable, the oracle for the kernels.
+"""Pure-JAX RubiksShift (`impl="reference"`): readable, differentiable, the oracle for the kernels
+and for the fast pure-XLA path (xla_shift.py, `impl="xla"`).
 
 Because the shift is per channel, trilinear interpolation factorises into three 1-D linear
 interpolations (W, then H, then T), each two gathers along one axis with per-channel indices. The

@@ -119,20 +119,24 @@ def test_op_timing_loop_runs_each_kernel_once_per_call(mode, dtype):
     assert not _full_size_work(entry, op.QUICK_SHAPE)  # the donated inputs are not copied in
 
 
-@pytest.mark.parametrize("mode", ["fwd", "bwd", "fwd+bwd"])
-def test_pure_xla_timing_loop_hoists_nothing(mode):
+@pytest.mark.parametrize("impl, mode", [("xla", "fwd"), ("xla", "bwd"), ("xla", "fwd+bwd"),
+                                        ("reference", "fwd"), ("reference", "fwd+bwd")])
+def test_pure_xla_timing_loop_hoists_nothing(impl, mode):
     """The pure-XLA entries: one call per trip (XLA:CPU would fuse two calls into one program),
     K trips, and nothing computed outside the loop. (The shift changes every call so that no
     backend can hoist the op's shift-only work, its full-size gather indices; XLA:CPU would not
     hoist it anyway.)"""
     from rubiks_jax.bench import op
 
+    assert mode in op.MODES[impl]
     make = op._inputs(op.QUICK_SHAPE, jnp.float32)
-    hlo = loop_calls(op._steps("xla")[mode], 3, op.CALLS_PER_TRIP["xla"]).lower(
+    hlo = loop_calls(op._steps(impl)[mode], 3, op.CALLS_PER_TRIP[impl]).lower(
         make(0)).compile().as_text()
     trips, body = _the_loop(hlo)
-    assert trips == 3 and "gather" in body
-    outside = [text for text in _computations(hlo).values() if "while(" in text]
+    computations = _computations(hlo)
+    called = [computations[name] for name in re.findall(r"calls=%([\w.\-]+)", body)]
+    assert trips == 3 and any(" gather(" in text for text in [body, *called])  # the op is inside
+    outside = [text for text in computations.values() if "while(" in text]
     work = {op_name for text in outside for op_name in re.findall(r"= [^ ]+ ([\w\-]+)\(", text)}
     assert outside and work <= {"parameter", "constant", "copy", "tuple", "get-tuple-element",
                                 "while"}, work
@@ -172,17 +176,24 @@ def test_op_suite(tmp_path, capsys):
 
     result, out = _run("op", tmp_path, capsys)
     rows = result["rows"]
+    modes = ("fwd", "bwd", "fwd+bwd")
     assert {(r["impl"], r["mode"], r["dtype"]) for r in rows} == {
-        (i, m, d) for i in ("ffi", "xla") for m in ("fwd", "bwd", "fwd+bwd")
-        for d in ("float32", "bfloat16")}
+        (i, m, d) for i in ("ffi", "xla", "reference") for m in modes
+        for d in ("float32", "bfloat16") if i != "reference" or m != "bwd"}
+    by_key = {(r["impl"], r["mode"], r["dtype"]): r for r in rows}
     for r in rows:
         assert r["min_s"] <= r["median_s"] <= r["max_s"]
         assert r["iters"] == 1 or r["iters"] % op.CALLS_PER_TRIP[r["impl"]] == 0
         assert r["sample_median_s"] == pytest.approx(r["median_s"] * r["iters"])
         assert r["copy_iters"] >= 1
-        if r["impl"] == "xla":
-            assert r["speedup_vs_xla"] == 1.0
-    assert "per-call device time" in out
+        assert r["repeats"] == (3 if r["impl"] != "reference" else op.REFERENCE_REPEATS)
+        # Each ratio is the named baseline's time over the row's, same shape, dtype and mode.
+        for baseline in ("xla", "reference"):
+            base = by_key.get((baseline, r["mode"], r["dtype"]))
+            expected = None if base is None else base["median_s"] / r["median_s"]
+            assert r[f"speedup_vs_{baseline}"] == expected
+    assert by_key[("ffi", "bwd", "float32")]["speedup_vs_reference"] is None
+    assert "per-call device time" in out and "speedup vs X = median time of impl X" in out
 
 
 def test_block_suite(tmp_path, capsys):

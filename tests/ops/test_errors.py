@@ -23,7 +23,7 @@ S = jnp.zeros((5, 3))
     (dict(stride=(1, 2)), r"stride must be an int or 3 ints \(t, h, w\), got \(1, 2\)"),
     (dict(stride=(1.5, 1, 1)), r"stride must be an int or 3 ints"),
     (dict(padding=(0, -1, 0)), r"padding must be >= 0 on every axis, got \(0, -1, 0\)"),
-    (dict(impl="cuda"), r"impl must be None, 'ffi' or 'xla', got 'cuda'"),
+    (dict(impl="cuda"), r"impl must be None, 'ffi', 'xla' or 'reference', got 'cuda'"),
 ])
 def test_bad_input_names_the_argument(kwargs, message):
     args = dict(x=X, shift=S)

@@ -82,6 +82,7 @@ def test_kernels_built_against_a_newer_jaxlib_are_refused(monkeypatch, fresh_cac
                                            rf"{running} is running.*--no-build-isolation"):
         rs._resolve_impl(impl)
     assert rs._resolve_impl("xla") == "xla"
+    assert rs._resolve_impl("reference") == "reference"  # pure JAX: no kernels involved
 
 
 @pytest.mark.parametrize("built", ["0.0.1", None])

@@ -1,4 +1,4 @@
-"""Correctness of rubiks_shift (both impls) against the float64 reference and finite differences."""
+"""Correctness of rubiks_shift (every impl) against the float64 reference and finite differences."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from rubiks_jax.ops import ffi_available, rubiks_shift
 from tests.ops import reference
 from tests.ops.cases import CASES, Case, make_inputs, make_shift
 
-IMPLS = ["ffi", "xla"]
-pytestmark = pytest.mark.skipif(not ffi_available(), reason="compiled kernels not installed")
+needs_ffi = pytest.mark.skipif(not ffi_available(), reason="compiled kernels not installed")
+IMPLS = [pytest.param("ffi", marks=needs_ffi), "xla", "reference"]
 
 # Tolerances: relative to the largest reference magnitude (float32 accumulation over 8 corners or,
 # for the shift gradient, over every output position).
@@ -54,13 +54,15 @@ def test_gradients_match_float64_reference(case, impl):
     _close(dshift, reference.grad_shift(x, dy, shift, case.stride, case.padding), 5e-5)
 
 
+@needs_ffi
+@pytest.mark.parametrize("other", ["xla", "reference"])
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_ffi_matches_xla(case):
+def test_ffi_matches_pure_jax(case, other):
     x, shift, dy = (jnp.asarray(v) for v in make_inputs(case))
     kw = dict(stride=case.stride, padding=case.padding)
     np.testing.assert_allclose(rubiks_shift(x, shift, impl="ffi", **kw),
-                               rubiks_shift(x, shift, impl="xla", **kw), rtol=0, atol=1e-6)
-    for a, b in zip(_grads(x, shift, dy, case, "ffi"), _grads(x, shift, dy, case, "xla")):
+                               rubiks_shift(x, shift, impl=other, **kw), rtol=0, atol=1e-6)
+    for a, b in zip(_grads(x, shift, dy, case, "ffi"), _grads(x, shift, dy, case, other)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
@@ -195,14 +197,17 @@ def test_zero_shift_is_identity_and_integer_shift_moves_frames(impl):
     np.testing.assert_array_equal(y[..., 1:], x[..., 1:])
 
 
-def test_empty_batch():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_empty_batch(impl):
     x = jnp.zeros((0, 4, 5, 6, 3))
-    y = rubiks_shift(x, jnp.zeros((3, 3)), stride=(1, 2, 2))
+    y = rubiks_shift(x, jnp.zeros((3, 3)), stride=(1, 2, 2), impl=impl)
     assert y.shape == (0, 4, 3, 3, 3)
-    dx, ds = jax.grad(lambda a, s: jnp.sum(rubiks_shift(a, s)), argnums=(0, 1))(x, jnp.ones((3, 3)))
+    dx, ds = jax.grad(lambda a, s: jnp.sum(rubiks_shift(a, s, impl=impl)),
+                      argnums=(0, 1))(x, jnp.ones((3, 3)))
     assert dx.shape == x.shape and np.all(np.asarray(ds) == 0)
 
 
+@needs_ffi
 def test_default_impl_is_ffi_when_built():
     x, shift, _ = make_inputs(CASES[0])
     np.testing.assert_array_equal(rubiks_shift(jnp.asarray(x), jnp.asarray(shift)),
@@ -216,8 +221,10 @@ def test_shift_dtype_is_cast_and_gradient_keeps_it():
     assert g.dtype == jnp.bfloat16 and g.shape == shift.shape
 
 
-def test_random_shapes_against_reference():
-    """Many small random geometries (a sweep the fixed cases might miss)."""
+@pytest.mark.parametrize("impl", IMPLS[:2])
+def test_random_shapes_against_reference(impl):
+    """Many small random geometries (a sweep the fixed cases might miss), for the fast impls (the
+    readable oracle, run op by op, would take minutes)."""
     rng = np.random.default_rng(1234)
     for trial in range(25):
         shape = (int(rng.integers(1, 3)), *(int(v) for v in rng.integers(1, 7, 3)),
@@ -227,12 +234,12 @@ def test_random_shapes_against_reference():
         x = rng.standard_normal(shape).astype(np.float32)
         shift = make_shift(["uniform", "large", "integer", "mixed"][trial % 4], shape[-1], rng)
         y = rubiks_shift(jnp.asarray(x), jnp.asarray(shift), stride=stride, padding=padding,
-                         impl="ffi")
+                         impl=impl)
         expected = reference.forward(x, shift, stride, padding)
         _close(y, expected, 2e-6)
         dy = rng.standard_normal(expected.shape).astype(np.float32)
         dx, ds = _grads(jnp.asarray(x), jnp.asarray(shift), jnp.asarray(dy),
-                        Case(shape, stride, padding), "ffi")
+                        Case(shape, stride, padding), impl)
         _close(dx, reference.grad_input(dy, shape, shift, stride, padding), 1e-5)
         _close(ds, reference.grad_shift(x, dy, shift, stride, padding), 5e-5)
 

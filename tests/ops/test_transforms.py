@@ -1,4 +1,5 @@
-"""rubiks_shift under jit, vmap (leading batch shapes), pmap, jax.checkpoint; determinism."""
+"""rubiks_shift (every impl) under jit, vmap (leading batch shapes), pmap, jax.checkpoint;
+determinism."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 
 from rubiks_jax.ops import ffi_available, rubiks_shift
 
-pytestmark = pytest.mark.skipif(not ffi_available(), reason="compiled kernels not installed")
-IMPLS = ["ffi", "xla"]
+needs_ffi = pytest.mark.skipif(not ffi_available(), reason="compiled kernels not installed")
+IMPLS = [pytest.param("ffi", marks=needs_ffi), "xla", "reference"]
 KW = dict(stride=(1, 2, 1), padding=(1, 0, 1))
 
 
@@ -88,11 +89,12 @@ def test_jit_and_checkpoint(impl):
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
 
 
-def test_two_runs_are_bit_identical():
+@pytest.mark.parametrize("impl", IMPLS[:2])
+def test_two_runs_are_bit_identical(impl):
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.standard_normal((4, 8, 28, 28, 24)), jnp.float32)
     s = jnp.asarray(rng.uniform(-2, 2, (24, 3)), jnp.float32)
-    grad = jax.jit(jax.grad(lambda a, b: _loss(a, b, "ffi"), argnums=(0, 1)))
+    grad = jax.jit(jax.grad(lambda a, b: _loss(a, b, impl), argnums=(0, 1)))
     first = [np.asarray(v) for v in grad(x, s)]
     for _ in range(3):
         for a, b in zip(first, grad(x, s)):
@@ -100,8 +102,10 @@ def test_two_runs_are_bit_identical():
 
 
 PMAP_SCRIPT = textwrap.dedent("""
+    import functools, sys
     import jax, jax.numpy as jnp, numpy as np
-    from rubiks_jax.ops import rubiks_shift
+    from rubiks_jax import ops
+    rubiks_shift = functools.partial(ops.rubiks_shift, impl=sys.argv[1])
     assert jax.local_device_count() == 4, jax.devices()
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((4, 2, 4, 6, 5, 7)), jnp.float32)
@@ -121,9 +125,10 @@ PMAP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_pmap_over_four_host_devices():
+@pytest.mark.parametrize("impl", IMPLS[:2])
+def test_pmap_over_four_host_devices(impl):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", PMAP_SCRIPT], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", PMAP_SCRIPT, impl], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0 and "pmap ok" in out.stdout, out.stderr[-3000:]
