@@ -332,10 +332,34 @@ class SourceRing {
     std::fill(tag_, tag_ + se_[0] * plan.ring, int64_t{-1});
   }
 
-  // Forms every source row that destination row p1 reads, in every frame.
+  // Forms every source row that destination row p1 reads, in every frame, and queues for
+  // prefetching the rows that destination row p1 + 1 adds (see prefetch).
   void load(int64_t p1) {
     for (int64_t t = 0; t < se_[0]; ++t)
       for (int64_t h = plan_.h_lo[p1]; h <= plan_.h_hi[p1]; ++h) form(t, h);
+    pending_.clear();
+    next_line_ = 0;
+    if (p1 + 1 >= static_cast<int64_t>(plan_.h_hi.size())) return;
+    for (int64_t h = std::max(plan_.h_hi[p1] + 1, plan_.h_lo[p1 + 1]); h <= plan_.h_hi[p1 + 1]; ++h)
+      for (int64_t t = 0; t < se_[0]; ++t)
+        pending_.push_back(reinterpret_cast<const char*>(src_ + (t * se_[1] + h) * se_[2] * C_));
+  }
+
+  // Issues the next `lines` prefetches (into L2) of the queued rows. Spread over the work on one
+  // destination row, they bring the next one's new source rows in while this one computes: the rows
+  // of one frame are far apart, so the hardware prefetchers meet each with a cold start, and a
+  // burst of prefetches at once would overflow the miss queues.
+  void prefetch(int64_t lines) {
+    const int64_t per_row = (se_[2] * C_ * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+    for (; lines > 0 && next_line_ < per_row * static_cast<int64_t>(pending_.size());
+         --lines, ++next_line_)
+      _mm_prefetch(pending_[next_line_ / per_row] + (next_line_ % per_row) * 64, _MM_HINT_T1);
+  }
+
+  // Prefetches per call of prefetch() that cover the queue in `calls` calls.
+  int64_t prefetch_share(int64_t calls) const {
+    const int64_t per_row = (se_[2] * C_ * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+    return (per_row * static_cast<int64_t>(pending_.size()) + calls - 1) / std::max<int64_t>(calls, 1);
   }
 
   // Channel c of source row (t, h), formed by load(); its part 1 (differences) is part_floats()
@@ -381,6 +405,8 @@ class SourceRing {
   float* ring_;
   float* xt_;
   int64_t* tag_;
+  std::vector<const char*> pending_;  // rows queued for prefetching
+  int64_t next_line_ = 0;              // lines of them already prefetched
 };
 
 // Destination rows p1 in [row_begin, row_end) of every frame of sample n, y (forward) or dx
@@ -432,6 +458,7 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
                                                   _mm512_mul_ps(w1, _mm512_loadu_ps(r1 + p))));
       }
     }
+    const int64_t share = ring.prefetch_share(de[0] * ((C + kLanes - 1) / kLanes));
     for (int64_t p0 = 0; p0 < de[0]; ++p0) {
       for (int64_t c = 0; c < C; ++c) {
         const CornerPair& taps = plan.t_taps[p0 * C + c];
@@ -446,6 +473,7 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
         }
       }
       for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+        ring.prefetch(share);
         const int64_t nc = std::min<int64_t>(kLanes, C - c0);
         const __mmask16 cm = range_mask(c0, 0, C);
         for (int64_t b = 0; b < plan.vectors; ++b) {
@@ -495,10 +523,12 @@ void shift_grad_rows(const typename Storage<D>::T* __restrict__ x,
   const int64_t diff = ring.part_floats();
   for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
     ring.load(p1);
+    const int64_t share = ring.prefetch_share(g.out[0] * C);
     for (int64_t p0 = 0; p0 < g.out[0]; ++p0) {
       transpose_in<D>(dy + (((n * g.out[0] + p0) * g.out[1] + p1) * g.out[2]) * C, C, g.out[2], C,
                       dyt, dw);
       for (int64_t c = 0; c < C; ++c) {
+        ring.prefetch(share);
         const CornerPair& tt = plan.t_taps[p0 * C + c];
         const CornerPair& hh = plan.h_taps[p1 * C + c];
         const float* r[2][2];
