@@ -309,6 +309,38 @@ inline const float* nan_row(int64_t floats) {
   return buf.data();
 }
 
+// Prefetches (into L2) rows queued for the next destination row, a few lines at a time, spread
+// over the work on the current one: the source rows a destination row adds lie in different
+// frames, far apart, so the hardware prefetchers meet each with a cold start, and a burst of
+// prefetches at once would overflow the miss queues.
+class RowPrefetcher {
+ public:
+  void clear() {
+    rows_.clear();
+    total_ = row_ = line_ = 0;
+  }
+  void queue(const void* row, int64_t bytes) {
+    rows_.push_back({static_cast<const char*>(row), (bytes + 63) / 64});
+    total_ += rows_.back().lines;
+  }
+  // Lines per call of prefetch() that cover the queue in `calls` calls.
+  int64_t share(int64_t calls) const { return (total_ + calls - 1) / std::max<int64_t>(calls, 1); }
+  void prefetch(int64_t lines) {
+    for (; lines > 0 && row_ < static_cast<int64_t>(rows_.size()); --lines) {
+      _mm_prefetch(rows_[row_].start + line_ * 64, _MM_HINT_T1);
+      if (++line_ == rows_[row_].lines) line_ = 0, ++row_;
+    }
+  }
+
+ private:
+  struct Row {
+    const char* start;
+    int64_t lines;
+  };
+  std::vector<Row> rows_;
+  int64_t total_ = 0, row_ = 0, line_ = 0;
+};
+
 // The w sums (and, kDerivative, the w differences v1 - v0) of the source rows of one sample, in
 // a per-thread ring: source row (t, h) lives in slot (t, h mod ring). The rows one destination row
 // reads span at most `ring` rows of a frame, so none of them is evicted while that destination row
@@ -332,34 +364,15 @@ class SourceRing {
     std::fill(tag_, tag_ + se_[0] * plan.ring, int64_t{-1});
   }
 
-  // Forms every source row that destination row p1 reads, in every frame, and queues for
-  // prefetching the rows that destination row p1 + 1 adds (see prefetch).
-  void load(int64_t p1) {
+  // Forms every source row that destination row p1 reads, in every frame, and queues in `ahead`
+  // the rows that destination row p1 + 1 adds.
+  void load(int64_t p1, RowPrefetcher& ahead) {
     for (int64_t t = 0; t < se_[0]; ++t)
       for (int64_t h = plan_.h_lo[p1]; h <= plan_.h_hi[p1]; ++h) form(t, h);
-    pending_.clear();
-    next_line_ = 0;
     if (p1 + 1 >= static_cast<int64_t>(plan_.h_hi.size())) return;
     for (int64_t h = std::max(plan_.h_hi[p1] + 1, plan_.h_lo[p1 + 1]); h <= plan_.h_hi[p1 + 1]; ++h)
       for (int64_t t = 0; t < se_[0]; ++t)
-        pending_.push_back(reinterpret_cast<const char*>(src_ + (t * se_[1] + h) * se_[2] * C_));
-  }
-
-  // Issues the next `lines` prefetches (into L2) of the queued rows. Spread over the work on one
-  // destination row, they bring the next one's new source rows in while this one computes: the rows
-  // of one frame are far apart, so the hardware prefetchers meet each with a cold start, and a
-  // burst of prefetches at once would overflow the miss queues.
-  void prefetch(int64_t lines) {
-    const int64_t per_row = (se_[2] * C_ * static_cast<int64_t>(sizeof(T)) + 63) / 64;
-    for (; lines > 0 && next_line_ < per_row * static_cast<int64_t>(pending_.size());
-         --lines, ++next_line_)
-      _mm_prefetch(pending_[next_line_ / per_row] + (next_line_ % per_row) * 64, _MM_HINT_T1);
-  }
-
-  // Prefetches per call of prefetch() that cover the queue in `calls` calls.
-  int64_t prefetch_share(int64_t calls) const {
-    const int64_t per_row = (se_[2] * C_ * static_cast<int64_t>(sizeof(T)) + 63) / 64;
-    return (per_row * static_cast<int64_t>(pending_.size()) + calls - 1) / std::max<int64_t>(calls, 1);
+        ahead.queue(src_ + (t * se_[1] + h) * se_[2] * C_, se_[2] * C_ * sizeof(T));
   }
 
   // Channel c of source row (t, h), formed by load(); its part 1 (differences) is part_floats()
@@ -405,8 +418,6 @@ class SourceRing {
   float* ring_;
   float* xt_;
   int64_t* tag_;
-  std::vector<const char*> pending_;  // rows queued for prefetching
-  int64_t next_line_ = 0;              // lines of them already prefetched
 };
 
 // Destination rows p1 in [row_begin, row_end) of every frame of sample n, y (forward) or dx
@@ -438,8 +449,10 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
   const float** tr = scratch(t_rows, 2 * C);
   float* tw = scratch(t_weights, 2 * C);
   const __m512 zero = _mm512_setzero_ps();
+  RowPrefetcher ahead;
   for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
-    ring.load(p1);
+    ahead.clear();
+    ring.load(p1, ahead);
     for (int64_t c = 0; c < C; ++c) {
       const CornerPair& taps = plan.h_taps[p1 * C + c];
       const float* r[2];
@@ -458,7 +471,7 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
                                                   _mm512_mul_ps(w1, _mm512_loadu_ps(r1 + p))));
       }
     }
-    const int64_t share = ring.prefetch_share(de[0] * ((C + kLanes - 1) / kLanes));
+    const int64_t share = ahead.share(de[0] * ((C + kLanes - 1) / kLanes));
     for (int64_t p0 = 0; p0 < de[0]; ++p0) {
       for (int64_t c = 0; c < C; ++c) {
         const CornerPair& taps = plan.t_taps[p0 * C + c];
@@ -473,7 +486,7 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
         }
       }
       for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-        ring.prefetch(share);
+        ahead.prefetch(share);
         const int64_t nc = std::min<int64_t>(kLanes, C - c0);
         const __mmask16 cm = range_mask(c0, 0, C);
         for (int64_t b = 0; b < plan.vectors; ++b) {
@@ -521,14 +534,19 @@ void shift_grad_rows(const typename Storage<D>::T* __restrict__ x,
   float* dyt = scratch(dy_buf, C * dw);
   const float* zeros = zero_row(2 * C * dw);  // a whole slot: sums and differences
   const int64_t diff = ring.part_floats();
+  RowPrefetcher ahead;
+  const int64_t dy_row = g.out[2] * C;
+  auto dy_at = [&](int64_t p0, int64_t p1) { return dy + ((n * g.out[0] + p0) * g.out[1] + p1) * dy_row; };
   for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
-    ring.load(p1);
-    const int64_t share = ring.prefetch_share(g.out[0] * C);
+    ahead.clear();
+    ring.load(p1, ahead);
+    if (p1 + 1 < row_end)
+      for (int64_t p0 = 0; p0 < g.out[0]; ++p0) ahead.queue(dy_at(p0, p1 + 1), dy_row * sizeof(*dy));
+    const int64_t share = ahead.share(g.out[0] * C);
     for (int64_t p0 = 0; p0 < g.out[0]; ++p0) {
-      transpose_in<D>(dy + (((n * g.out[0] + p0) * g.out[1] + p1) * g.out[2]) * C, C, g.out[2], C,
-                      dyt, dw);
+      transpose_in<D>(dy_at(p0, p1), C, g.out[2], C, dyt, dw);
       for (int64_t c = 0; c < C; ++c) {
-        ring.prefetch(share);
+        ahead.prefetch(share);
         const CornerPair& tt = plan.t_taps[p0 * C + c];
         const CornerPair& hh = plan.h_taps[p1 * C + c];
         const float* r[2][2];
