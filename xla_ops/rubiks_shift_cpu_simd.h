@@ -492,16 +492,16 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
         for (int64_t b = 0; b < plan.vectors; ++b) {
           const int64_t p = b * kLanes;
           __m512 v[16];
-          for (int64_t i = 0; i < 16; ++i) {
-            if (i < nc) {
-              const int64_t c = c0 + i;
-              const __m512 sum = _mm512_add_ps(
-                  _mm512_mul_ps(_mm512_set1_ps(tw[2 * c]), _mm512_loadu_ps(tr[2 * c] + p)),
-                  _mm512_mul_ps(_mm512_set1_ps(tw[2 * c + 1]), _mm512_loadu_ps(tr[2 * c + 1] + p)));
-              v[i] = _mm512_add_ps(sum, zero);  // the scalar kernel's result where sum is -0
-            } else {
-              v[i] = zero;
-            }
+          auto t_sum = [&](int64_t c) {
+            const __m512 sum = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_set1_ps(tw[2 * c]), _mm512_loadu_ps(tr[2 * c] + p)),
+                _mm512_mul_ps(_mm512_set1_ps(tw[2 * c + 1]), _mm512_loadu_ps(tr[2 * c + 1] + p)));
+            return _mm512_add_ps(sum, zero);  // the scalar kernel's result where sum is -0
+          };
+          if (nc == kLanes) {
+            for (int64_t i = 0; i < 16; ++i) v[i] = t_sum(c0 + i);
+          } else {
+            for (int64_t i = 0; i < 16; ++i) v[i] = i < nc ? t_sum(c0 + i) : zero;
           }
           transpose16(v);
           const int64_t nw = std::min<int64_t>(kLanes, de[2] - p);
