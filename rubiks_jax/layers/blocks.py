@@ -71,7 +71,9 @@ def conv1x1(features: int, stride: int, dtype: Any, name: str) -> nn.Conv:
 
 
 class SqueezeExcite(nn.Module):
-    """Per-frame squeeze-excite: pool over (H, W), Dense(C // reduction), ReLU, Dense(C), sigmoid."""
+    """Per-frame squeeze-excite: pool over (H, W), Dense(C // reduction), ReLU, Dense(C), sigmoid.
+
+    The Dense layers have no bias, as in the published network (its `se.fc.0` and `se.fc.2`)."""
 
     reduction: int = 12
     dtype: Any = jnp.float32
@@ -80,8 +82,9 @@ class SqueezeExcite(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
         s = jnp.mean(x, axis=(-3, -2), keepdims=True)
-        s = nn.relu(nn.Dense(max(1, c // self.reduction), dtype=self.dtype, name="reduce")(s))
-        s = nn.sigmoid(nn.Dense(c, dtype=self.dtype, name="expand")(s))
+        s = nn.relu(nn.Dense(max(1, c // self.reduction), use_bias=False, dtype=self.dtype,
+                             name="reduce")(s))
+        s = nn.sigmoid(nn.Dense(c, use_bias=False, dtype=self.dtype, name="expand")(s))
         return x * s
 
 

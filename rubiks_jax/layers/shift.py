@@ -82,8 +82,11 @@ class RubiksShift(nn.Module):
 
 
 def attention_weights(logits: jax.Array, temperature: jax.Array) -> jax.Array:
-    """softmax(w / (std(w) + 1e-6) / tau) over the shifts (-1, 0, +1); logits (C, 3) -> (C, 3)."""
-    scaled = logits / (jnp.std(logits, axis=-1, keepdims=True) + 1e-6)
+    """softmax(w / (std(w) + 1e-6) / tau) over the shifts (-1, 0, +1); logits (C, 3) -> (C, 3).
+
+    std is the unbiased sample deviation over the 3 logits (ddof 1), as `torch.std` in the
+    published network: the biased one would sharpen the attention by sqrt(3/2)."""
+    scaled = logits / (jnp.std(logits, axis=-1, keepdims=True, ddof=1) + 1e-6)
     return jax.nn.softmax(scaled / temperature, axis=-1)
 
 
@@ -112,7 +115,7 @@ class AttentionShift(nn.Module):
     """Temporal attention over the integer shifts (-1, 0, +1) per channel (RubiksNet-AQ).
 
     y[t] = a_c0 x[t-1] + a_c1 x[t] + a_c2 x[t+1], zero padded in time, with attention
-    a_c = softmax(w_c / (std(w_c) + 1e-6) / tau). Parameter `attention` (C, 3) ~ U[0, 1); the
+    a_c = softmax(w_c / (std(w_c) + 1e-6) / tau), std unbiased. Parameter `attention` (C, 3) ~ U[0, 1); the
     temperature tau (2.0 at init) lives in the "temperature" collection, set by the trainer and
     saved with the model. `hard=True` takes the argmax: an integer temporal shift through the
     zero-FLOP path. `deployed=True` is the inference form: the parameter is then

@@ -24,7 +24,6 @@ TIERS = {
     "medium": (72, (3, 4, 23, 3), False),
     "large": (72, (3, 8, 36, 3), False),
 }
-SPATIAL_STRIDE = 32  # stem (2) and the first block of layer1..4 (2 each)
 
 
 class RubiksNet(nn.Module):
@@ -63,7 +62,7 @@ class RubiksNet(nn.Module):
             raise ValueError(f"tier must be one of {sorted(TIERS)}, got {self.tier!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        check_video(x, self.num_frames, SPATIAL_STRIDE)
+        check_video(x, self.num_frames)
         width, blocks, se = TIERS[self.tier]
         block = lambda features, stride, name: RubiksShiftBlock(  # noqa: E731
             features, stride, variant=self.variant, se=se, shift_init=self.shift_init,

@@ -20,7 +20,6 @@ from rubiks_jax.layers.shift import tsm_temporal_shift
 from rubiks_jax.models.inputs import check_video
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
-SPATIAL_STRIDE = 32  # stem (2), max pool (2) and the first block of layer2..4 (2 each)
 
 
 class TSMBasicBlock(nn.Module):
@@ -83,7 +82,7 @@ class TSMResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {self.depth}")
-        check_video(x, self.num_frames, SPATIAL_STRIDE)
+        check_video(x, self.num_frames)
         kind, blocks = DEPTHS[self.depth]
         block_cls = TSMBasicBlock if kind == "basic" else TSMBottleneck
         x = x.astype(self.dtype)

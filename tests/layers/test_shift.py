@@ -63,7 +63,8 @@ def test_attention_init_and_definition():
     assert w.shape == (64, 3) and w.min() >= 0 and w.max() < 1
     assert float(v[TEMPERATURE_COLLECTION]["temperature"]) == 2.0
     a = np.asarray(attention_weights(jnp.asarray(w), 2.0))
-    scaled = w / (w.std(axis=1, keepdims=True) + 1e-6) / 2.0
+    # torch.std, the published network's: the unbiased deviation (ddof 1).
+    scaled = w / (w.std(axis=1, ddof=1, keepdims=True) + 1e-6) / 2.0
     expected_a = np.exp(scaled) / np.exp(scaled).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(a, expected_a, rtol=1e-5)
     x = np.asarray(X)
@@ -73,20 +74,27 @@ def test_attention_init_and_definition():
     np.testing.assert_allclose(layer.apply(v, X), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_attention_normalises_by_the_unbiased_deviation():
+    # logits (0, 1, 2): unbiased std 1, so at temperature 1 the weights are softmax(0, 1, 2).
+    a = np.asarray(attention_weights(jnp.asarray([[0.0, 1.0, 2.0]]), 1.0))[0]
+    expected = np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum()
+    np.testing.assert_allclose(a, expected, rtol=1e-5)
+
+
 def test_temperature_takes_effect_and_low_temperature_approaches_hard():
     layer, v_hot = _attention(2.0)
-    _, v_cold = _attention(1e-3)
+    _, v_cold = _attention(1e-4)
     y_hot, y_cold = layer.apply(v_hot, X), layer.apply(v_cold, X)
     assert float(jnp.max(jnp.abs(y_hot - y_cold))) > 0.1
     hard_layer = AttentionShift(hard=True)
     y_hard = hard_layer.apply(v_cold, X)
     w = v_hot["params"]["attention"]
     # Channels whose logits are not near-tied have become one-hot at this temperature.
-    confident = np.asarray(attention_weights(w, 1e-3)).max(axis=1) > 1 - 1e-6
+    confident = np.asarray(attention_weights(w, 1e-4)).max(axis=1) > 1 - 1e-6
     assert confident.mean() > 0.8
     np.testing.assert_allclose(np.asarray(y_cold)[..., confident],
                                np.asarray(y_hard)[..., confident], atol=1e-5)
-    f_hot, f_cold = float(shifted_fraction(w, 2.0)), float(shifted_fraction(w, 1e-3))
+    f_hot, f_cold = float(shifted_fraction(w, 2.0)), float(shifted_fraction(w, 1e-4))
     # Hard choice: the fraction of channels whose argmax is not the middle (shift 0).
     frac_hard = float(np.mean(np.argmax(np.asarray(w), axis=1) != 1))
     assert abs(f_cold - frac_hard) < 1e-3 and abs(f_hot - f_cold) > 1e-3

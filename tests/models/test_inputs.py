@@ -7,10 +7,11 @@ from rubiks_jax.models.inputs import check_video
 
 
 def test_check_video():
-    check_video(jnp.zeros((2, 4, 16, 48, 3)), 4, 16)
+    check_video(jnp.zeros((2, 4, 16, 48, 3)), 4)
+    check_video(jnp.zeros((2, 4, 7, 13, 3)), 4)  # any spatial size, as the published models
     with pytest.raises(ValueError, match=r"shape \(N, T, H, W, 3\)"):
-        check_video(jnp.zeros((2, 4, 16, 16, 1)), 4, 16)
+        check_video(jnp.zeros((2, 4, 16, 16, 1)), 4)
     with pytest.raises(ValueError, match="has 5 frames but the model was built with num_frames=4"):
-        check_video(jnp.zeros((2, 5, 16, 16, 3)), 4, 16)
-    with pytest.raises(ValueError, match="24x16 must be divisible by 16"):
-        check_video(jnp.zeros((2, 4, 24, 16, 3)), 4, 16)
+        check_video(jnp.zeros((2, 5, 16, 16, 3)), 4)
+    with pytest.raises(ValueError, match="empty spatial size 0x16"):
+        check_video(jnp.zeros((2, 4, 0, 16, 3)), 4)

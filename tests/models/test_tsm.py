@@ -26,8 +26,11 @@ def test_tsm_resnet18_runs():
     assert np.isfinite(np.asarray(model.apply(v, x))).all()
 
 
-def test_tsm_resnet_checks_its_input():
+def test_tsm_resnet_checks_its_input_and_takes_any_size():
     model = TSMResNet(18, 5, num_frames=4)
-    for shape, match in (((2, 3, 32, 32, 3), "num_frames=4"), ((2, 4, 48, 32, 3), "divisible by 32")):
+    for shape, match in (((2, 3, 32, 32, 3), "num_frames=4"), ((2, 4, 32, 32), "shape")):
         with pytest.raises(ValueError, match=match):
             jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.ones(shape)))
+    out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0),
+                                                        jnp.ones((2, 4, 48, 37, 3)))[0])
+    assert out.shape == (2, 5)
