@@ -1,9 +1,10 @@
-"""python -m train.evaluate --workdir DIR --views 1clip|2clip [--step best|latest|N]
+"""python -m train.evaluate --workdir DIR --views VIEWS [--step best|latest|N]
 
-Evaluates a trained run on its eval split with a published protocol (docs/DESIGN.md, "Evaluation
-protocols"; 1-clip: centre crop of the segment centres; 2-clip: segment centres and starts x three
-crops = 6 views averaged), prints top-1 / top-5 and writes WORKDIR/eval_<views>_step<N>.json.
-Every example is counted once.
+Evaluates a trained run on its eval split with a test protocol (docs/DESIGN.md, "Evaluation
+protocols"), prints top-1 / top-5 and writes WORKDIR/eval_<views>_step<N>.json. Every example is
+counted once. VIEWS: 1clip (centre crop of the segment centres), 2clip (segment centres and starts
+x three crops covering the short side = 6 views, softmax scores averaged), official_1clip and
+official_2clip (the published code's: crops of frames resized to short side 256, logits averaged).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import json
 
 from absl import app, flags
 
+from rubiks_jax.data.sampling import VIEWS
 from train import inference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
-flags.DEFINE_enum("views", "1clip", ["1clip", "2clip"], "Test views.")
+flags.DEFINE_enum("views", "1clip", list(VIEWS), "Test view set.")
 flags.DEFINE_string("step", "best", "Checkpoint: 'best' (by validation top-1), 'latest' or a step.")
 flags.DEFINE_integer("batch_size", 0, "Eval batch size (0: the config's).")
 flags.mark_flags_as_required(["workdir"])

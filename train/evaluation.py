@@ -19,11 +19,18 @@ from train import steps
 EvalFn = Callable[[steps.TrainState, dict], dict]
 
 
-def make_eval_fn(model: nn.Module) -> EvalFn:
-    """steps.eval_step over the local devices: (replicated state, host batch of any size) ->
-    replicated sums. The batch is zero-padded to a multiple of the devices, and a padded example
-    has mask False, so it counts nothing."""
-    p_eval = jax.pmap(functools.partial(steps.eval_step, model=model), axis_name=steps.AXIS)
+def combine(views: str) -> str:
+    """How the views of a view set are averaged: logits for the published code's sets, softmax
+    scores for ours."""
+    return "logits" if views.startswith("official_") else "softmax"
+
+
+def make_eval_fn(model: nn.Module, views: str = "1clip") -> EvalFn:
+    """steps.eval_step over the local devices for a view set: (replicated state, host batch of
+    any size) -> replicated sums. The batch is zero-padded to a multiple of the devices, and a
+    padded example has mask False, so it counts nothing."""
+    p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, combine=combine(views)),
+                      axis_name=steps.AXIS)
     return flax.jax_utils.pad_shard_unpad(p_eval, static_return=True)
 
 

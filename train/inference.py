@@ -28,10 +28,11 @@ def restore(workdir: str, which: str = "best"
 
 
 def evaluate_run(workdir: str, views: str, which: str = "best", batch_size: int = 0) -> dict:
-    """Top-1 / top-5 of a checkpoint over the run's whole eval split with `views` ("1clip" |
-    "2clip"); the report is also written to WORKDIR/eval_<views>_step<N>.json."""
+    """Top-1 / top-5 of a checkpoint over the run's whole eval split with a view set of
+    rubiks_jax.data.sampling.VIEWS; the report is also written to
+    WORKDIR/eval_<views>_step<N>.json."""
     run, state, step = restore(workdir, which)
-    report = evaluation.evaluate(evaluation.make_eval_fn(run.model),
+    report = evaluation.evaluate(evaluation.make_eval_fn(run.model, views),
                                  flax.jax_utils.replicate(state), run.builder, run.data,
                                  batch_size or run.config.eval_batch_size, views)
     report.update(step=step, split=run.data.eval_split, data=run.data.name)

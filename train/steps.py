@@ -75,13 +75,17 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
     return new_state, jax.lax.pmean(metrics, AXIS)
 
 
-def eval_step(state: TrainState, batch: dict, *, model: nn.Module) -> dict:
-    """Sums over devices of correct top-1 / top-5 and counted examples; views are averaged
-    (softmax scores) per video, padded examples (mask False) count nothing."""
+def eval_step(state: TrainState, batch: dict, *, model: nn.Module, combine: str = "softmax") -> dict:
+    """Sums over devices of correct top-1 / top-5 and counted examples; padded examples (mask
+    False) count nothing. A video's views are averaged as softmax scores ("softmax", ours) or as
+    logits ("logits", the published code's)."""
     video = batch["video"]  # (B, V, T, H, W, 3)
     b, v = video.shape[:2]
     logits = model.apply(state.variables(), video.reshape((b * v,) + video.shape[2:]), train=False)
-    scores = jnp.mean(jax.nn.softmax(logits.reshape(b, v, -1)), axis=1)
+    logits = logits.reshape(b, v, -1)
+    if combine not in ("softmax", "logits"):
+        raise ValueError(f"combine must be 'softmax' or 'logits', got {combine!r}")
+    scores = jnp.mean(jax.nn.softmax(logits) if combine == "softmax" else logits, axis=1)
     top5 = jax.lax.top_k(scores, min(5, scores.shape[-1]))[1]
     label = batch["label"][:, None]
     mask = batch["mask"].astype(jnp.float32)

@@ -117,19 +117,23 @@ def train_dataset(builder, cfg: DataConfig, batch_size: int, seed: int, start_st
 
 
 def eval_views(encoded: tf.Tensor, cfg: DataConfig, views: str) -> tf.Tensor:
-    """(V, T, S, S, 3) normalised test views of one video (V = 1 or 6)."""
+    """(V, T, S, S, 3) normalised test views of one video (V = 1 or 6) for a view set of
+    sampling.VIEWS: one centre crop per clip (1-clip sets), or three crops along the long side per
+    clip, from frames resized to short side S ("2clip") or to cfg.resize_short ("official_2clip")."""
     indices = sampling.clip_indices(tf.shape(encoded)[0], cfg.num_frames, views)
+    single = len(sampling.CLIPS[views]) == 1
     out = []
     for c in range(indices.shape[0]):
         frames = transforms.decode_frames(encoded, indices[c])
-        if views == "1clip":
+        if single:
             crops = transforms.centre_crop(transforms.resize_short_side(frames, cfg.resize_short),
                                            cfg.crop_size)[None]
         else:
-            crops = transforms.three_crops(frames, cfg.crop_size)
+            short_side = cfg.resize_short if views == "official_2clip" else None
+            crops = transforms.three_crops(frames, cfg.crop_size, short_side)
         out.append(crops)
     video = transforms.normalize(tf.concat(out, axis=0))
-    n_views = 1 if views == "1clip" else 6
+    n_views = 1 if single else 6
     return tf.ensure_shape(video, (n_views, cfg.num_frames, cfg.crop_size, cfg.crop_size, 3))
 
 

@@ -37,11 +37,17 @@ def eval_indices(num_video_frames: tf.Tensor, num_segments: int, position: str =
     return tf.clip_by_value(idx, 0, tf.cast(num_video_frames, tf.int32) - 1)
 
 
+# The named test view sets (docs/DESIGN.md, "Evaluation protocols") and the clips each takes: ours
+# and the published code's. They differ in the spatial crops and in how views are combined
+# (rubiks_jax.data.pipeline.eval_views, train.steps.eval_step), not in the frames.
+CLIPS = {"1clip": ("centre",), "2clip": ("centre", "start"),
+         "official_1clip": ("centre",), "official_2clip": ("centre", "start")}
+VIEWS = tuple(CLIPS)
+
+
 def clip_indices(num_video_frames: tf.Tensor, num_segments: int, views: str) -> tf.Tensor:
-    """(clips, T) int32 test indices: 1 clip of centres ("1clip"), or centres and starts ("2clip")."""
-    if views == "1clip":
-        return eval_indices(num_video_frames, num_segments, "centre")[None]
-    if views == "2clip":
-        return tf.stack([eval_indices(num_video_frames, num_segments, "centre"),
-                         eval_indices(num_video_frames, num_segments, "start")])
-    raise ValueError(f"views must be '1clip' or '2clip', got {views!r}")
+    """(clips, T) int32 test indices of a view set: segment centres (every set), then segment
+    starts (the 2-clip sets)."""
+    if views not in CLIPS:
+        raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
+    return tf.stack([eval_indices(num_video_frames, num_segments, p) for p in CLIPS[views]])

@@ -56,17 +56,20 @@ def centre_crop(frames: tf.Tensor, crop_size: int) -> tf.Tensor:
     return frames[:, y:y + crop_size, x:x + crop_size]
 
 
-def three_crops(frames: tf.Tensor, crop_size: int) -> tf.Tensor:
-    """(3, T, S, S): after resizing the short side to S, crops at the start, centre and end of the
-    long side (left / centre / right for landscape video), each covering the full short side."""
-    frames = resize_short_side(frames, crop_size)
+def three_crops(frames: tf.Tensor, crop_size: int, short_side: int | None = None) -> tf.Tensor:
+    """(3, T, S, S): after resizing the short side to `short_side` (default S), crops at the start,
+    centre and end of the long side (left / centre / right for landscape video), centred across the
+    short side (which they cover whole at the default)."""
+    frames = resize_short_side(frames, short_side or crop_size)
     h, w = tf.shape(frames)[1], tf.shape(frames)[2]
-    long_side = tf.maximum(h, w)
+    long_side, short = tf.maximum(h, w), tf.minimum(h, w)
+    across = (short - crop_size) // 2
     offsets = [0, (long_side - crop_size) // 2, long_side - crop_size]
     crops = []
     for off in offsets:
-        crops.append(tf.cond(w >= h, lambda o=off: frames[:, :crop_size, o:o + crop_size],
-                             lambda o=off: frames[:, o:o + crop_size, :crop_size]))
+        crops.append(tf.cond(
+            w >= h, lambda o=off: frames[:, across:across + crop_size, o:o + crop_size],
+            lambda o=off: frames[:, o:o + crop_size, across:across + crop_size]))
     return tf.stack(crops)
 
 

@@ -60,7 +60,8 @@ def test_train_batches_and_exact_resume(builder):
     assert not np.array_equal(other["video"], first[0]["video"])
 
 
-@pytest.mark.parametrize("views, n_views", [("1clip", 1), ("2clip", 6)])
+@pytest.mark.parametrize("views, n_views", [("1clip", 1), ("2clip", 6), ("official_1clip", 1),
+                                           ("official_2clip", 6)])
 def test_eval_counts_every_example_once(builder, views, n_views):
     cfg = _cfg(builder)
     n = pipeline.eval_num_batches(builder, cfg, 8)

@@ -42,5 +42,8 @@ def test_clip_indices_views():
     assert sampling.clip_indices(40, 4, "1clip").shape == (1, 4)
     two = sampling.clip_indices(40, 4, "2clip").numpy()
     np.testing.assert_array_equal(two, [[5, 15, 25, 35], [0, 10, 20, 30]])
-    with pytest.raises(ValueError, match="views must be"):
+    # The published code's view sets take the same frames.
+    np.testing.assert_array_equal(sampling.clip_indices(40, 4, "official_2clip"), two)
+    np.testing.assert_array_equal(sampling.clip_indices(40, 4, "official_1clip"), two[:1])
+    with pytest.raises(ValueError, match="views must be one of"):
         sampling.clip_indices(40, 4, "3clip")

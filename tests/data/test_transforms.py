@@ -47,6 +47,16 @@ def test_centre_and_three_crops():
     np.testing.assert_allclose(three[0], clip[:, :, :20], atol=1e-4)   # left, full height
     np.testing.assert_allclose(three[2], clip[:, :, 10:], atol=1e-4)   # right
     np.testing.assert_allclose(three[1], clip[:, :, 5:25], atol=1e-4)  # centre
+    # The published 2-clip crops: frames resized to a larger short side (here the clip's own 20),
+    # crops of 10 at the left, centre and right, vertically centred.
+    official = transforms.three_crops(tf.constant(clip), 10, short_side=20).numpy()
+    assert official.shape == (3, 4, 10, 10, 3)
+    np.testing.assert_allclose(official[0], clip[:, 5:15, :10], atol=1e-4)
+    np.testing.assert_allclose(official[1], clip[:, 5:15, 10:20], atol=1e-4)
+    np.testing.assert_allclose(official[2], clip[:, 5:15, 20:], atol=1e-4)
+    portrait = np.swapaxes(clip, 1, 2)  # (T, 30, 20): crops along the height, centred across
+    tall = transforms.three_crops(tf.constant(portrait), 10, short_side=20).numpy()
+    np.testing.assert_allclose(tall[2], portrait[:, 20:, 5:15], atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", transforms.FLIP_MODES)

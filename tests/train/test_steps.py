@@ -6,6 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import flax
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from train import evaluation, steps
+
 SCRIPT = textwrap.dedent("""
     import functools
     import flax, flax.linen as nn, jax, jax.numpy as jnp, numpy as np
@@ -113,3 +120,24 @@ def test_aq_step_sets_temperature_and_budget_loss_lowers_the_budget():
                                      v[TEMPERATURE_COLLECTION])}))
     assert abs(float(metrics["budget"][0]) - at_half) < 1e-5  # reported at the step's temperature
     assert after < at_half and abs(at_init - at_half) > 1e-4
+
+
+def test_views_are_combined_as_softmax_scores_or_as_logits():
+    """Ours averages the views' softmax scores, the published code their logits: two views whose
+    logits are (10, 9, 0) and (0, 9, 9.9) give class 0 by scores and class 1 by logits."""
+    class Echo(nn.Module):  # logits = the first pixel of the first frame
+        @nn.compact
+        def __call__(self, x, train=False):
+            return x[:, 0, 0, 0, :]
+
+    video = np.zeros((1, 2, 1, 1, 1, 3), np.float32)
+    video[0, 0, 0, 0, 0] = (10.0, 9.0, 0.0)
+    video[0, 1, 0, 0, 0] = (0.0, 9.0, 9.9)
+    state = flax.jax_utils.replicate(steps.TrainState(step=jnp.zeros((), jnp.int32), params={},
+                                                      batch_stats={}, temperature={},
+                                                      opt_state=()))
+    for views, label in (("2clip", 0), ("official_2clip", 1)):
+        batch = {"video": jnp.asarray(video), "label": jnp.asarray([label], jnp.int32),
+                 "mask": jnp.asarray([True])}
+        counts = flax.jax_utils.unreplicate(evaluation.make_eval_fn(Echo(), views)(state, batch))
+        assert float(counts["top1"]) == 1.0, views
