@@ -33,6 +33,7 @@ from rubiks_jax.ops.geometry import Geometry
 FORWARD = "rubiks_shift_forward"
 GRAD_INPUT = "rubiks_shift_grad_input"
 GRAD_SHIFT = "rubiks_shift_grad_shift"
+TARGETS = (FORWARD, GRAD_INPUT, GRAD_SHIFT)
 
 # The shift gradient's deterministic reduction sums chunks of about POINTS_PER_CHUNK output points
 # (one GPU thread per chunk and channel), at most MAX_REDUCTION_CHUNKS of them (its scratch is
