@@ -30,11 +30,6 @@ from rubiks_jax.models.rubiksnet import RubiksNet
 from train import inference
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
-flags.DEFINE_string("step", "best", "Checkpoint: 'best' (by validation top-1), 'latest' or a step.")
-flags.DEFINE_string("out", None, "Output directory (default WORKDIR/export).")
-flags.DEFINE_enum("impl", "xla", ["xla", "ffi"], "Implementation of the shift in the artifacts.")
-flags.mark_flags_as_required(["workdir"])
 
 JAX_FILE = "model.jax_exported"
 SAVED_MODEL_DIR = "saved_model"
@@ -108,5 +103,17 @@ def main(argv):
     print(json.dumps(export(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.impl), indent=2))
 
 
+def _define_flags() -> None:
+    # Defined for the CLI only: importing this module (tests, other tools) must not claim flag
+    # names such as --workdir that other train CLIs define too.
+    flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
+    flags.DEFINE_string("step", "best",
+                        "Checkpoint: 'best' (by validation top-1), 'latest' or a step.")
+    flags.DEFINE_string("out", None, "Output directory (default WORKDIR/export).")
+    flags.DEFINE_enum("impl", "xla", ["xla", "ffi"], "Implementation of the shift in the artifacts.")
+    flags.mark_flags_as_required(["workdir"])
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -74,3 +74,18 @@ def test_ffi_artifact_carries_the_kernels(trained, tmp_path):
     video = _video(info, 2)
     np.testing.assert_allclose(np.asarray(restored.call(video)), _expected(workdir, video),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_cli_writes_the_artifacts(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.train.synthetic_runs import ROOT
+
+    workdir, _ = trained
+    out = subprocess.run([sys.executable, "-m", "train.export", f"--workdir={workdir}",
+                          "--step=latest", f"--out={tmp_path}"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert os.path.isfile(tmp_path / export.JAX_FILE)
+    assert os.path.isdir(tmp_path / export.SAVED_MODEL_DIR)
