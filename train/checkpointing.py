@@ -9,12 +9,20 @@ directory, so the ranking survives restarts.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 BEST_METRIC = "top1"
+QUARANTINE = "corrupt_checkpoints"  # WORKDIR/<this>/<step>: checkpoints that failed to restore
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or could not be read back intact."""
 
 
 def _best_metric(metrics: dict[str, float]) -> float:
@@ -46,12 +54,101 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_step: int,
               metrics=metrics)
 
 
+def check_free_space(workdir: str, state: Any, copies: int = 2) -> None:
+    """CheckpointError unless WORKDIR's file system has room for `copies` checkpoints of `state`
+    (Orbax writes a new checkpoint beside the kept ones before it deletes any)."""
+    size = sum(np.dtype(x.dtype).itemsize * int(np.prod(x.shape))
+               for x in jax.tree_util.tree_leaves(state))
+    free = shutil.disk_usage(workdir).free
+    if free < copies * size:
+        raise CheckpointError(f"{workdir}: {free / 2**20:.1f} MiB free, but {copies} checkpoints "
+                              f"of this run need {copies * size / 2**20:.1f} MiB")
+
+
+def check_saves(mngr: ocp.CheckpointManager) -> None:
+    """Raises CheckpointError (one line: the directory and the cause) if an asynchronous save has
+    failed; cheap enough to call after every training step."""
+    try:
+        mngr.check_for_errors()
+    except Exception as err:  # orbax re-raises the writer thread's error
+        raise CheckpointError(f"saving a checkpoint in {mngr.directory} failed: "
+                              f"{type(err).__name__}: {_first_line(err)}") from err
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+    """Waits for the saves in flight; a failed one raises CheckpointError."""
+    try:
+        mngr.wait_until_finished()
+    except Exception as err:
+        raise CheckpointError(f"saving a checkpoint in {mngr.directory} failed: "
+                              f"{type(err).__name__}: {_first_line(err)}") from err
+    check_saves(mngr)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else repr(err)
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, int]:
     """(state, data_step) of checkpoint `step`, with `abstract_state`'s structure and shapes (None:
-    the saved tree as it is)."""
+    the saved tree as it is). Raises CheckpointError naming the checkpoint and the first offending
+    array when a floating-point value is not finite (a diverged or corrupted checkpoint)."""
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    bad = first_non_finite(out["state"])
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {os.path.join(mngr.directory, str(step))}: {bad} has "
+                              "values that are not finite")
     return out["state"], int(out["meta"]["data_step"])
+
+
+def first_non_finite(tree: Any) -> str | None:
+    """The path ("params/stage1/...") of the first floating-point leaf with a NaN or Inf."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        x = np.asarray(leaf)
+        if np.issubdtype(x.dtype, np.inexact) and not np.all(np.isfinite(x)):
+            return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    return None
+
+
+def restore_latest_intact(mngr: ocp.CheckpointManager, abstract_state: Any, workdir: str,
+                          log=print) -> tuple[Any, int, int] | None:
+    """(state, data_step, step) of the newest checkpoint that restores intact, or None when there
+    are no checkpoints. A checkpoint that fails (unreadable, wrong structure aside, or not finite)
+    is moved to WORKDIR/corrupt_checkpoints/<step> (kept for inspection, never deleted) and the
+    next older one is tried; CheckpointError when none is intact."""
+    tried = []
+    while mngr.latest_step() is not None:
+        step = mngr.latest_step()
+        try:
+            state, data_step = restore(mngr, step, abstract_state)
+            return state, data_step, step
+        except ValueError as err:
+            if "tree" in str(err).lower() and "struct" in str(err).lower():
+                raise  # a different model: not corruption (the config check names the keys)
+            cause = err
+        except Exception as err:  # orbax/tensorstore read errors, CheckpointError
+            cause = err
+        tried.append(step)
+        if jax.process_index() == 0:
+            dest = os.path.join(workdir, QUARANTINE, str(step))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.move(os.path.join(mngr.directory, str(step)), dest)
+            log(f"checkpoint {step} cannot be restored ({type(cause).__name__}: "
+                f"{_first_line(cause)}); moved to {dest}, trying the one before")
+        _sync(f"quarantine_{step}")
+        mngr.reload()
+    if tried:
+        raise CheckpointError(f"no intact checkpoint in {mngr.directory}: {tried} failed to "
+                              f"restore (moved to {os.path.join(workdir, QUARANTINE)})")
+    return None
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def find_step(mngr: ocp.CheckpointManager, which: str) -> int:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 
@@ -48,6 +49,153 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+# A checkpoint holds the parameters and optimizer state of one model on one input geometry: a resume
+# with another value of these keys cannot load it (or would silently train something else).
+FIXED_KEYS = ("model.arch", "model.tier", "model.variant", "model.depth",
+              "model.learn_temporal_shift", "data.name", "data.num_frames", "data.crop_size",
+              "optim.kind")
+# Keys that change neither the parameters nor the results: a resume may change them freely.
+FREE_KEYS = ("progress_bar", "log_every_steps", "checkpoint_every_steps", "keep_latest",
+             "keep_best", "eval_batch_size", "max_train_steps", "max_bad_steps", "init_from",
+             "data.data_dir", "data.manual_dir", "model.impl")
+CONFIG_HISTORY = "config_history"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work (the message names the key)."""
+
+
+class ConfigChangeError(ConfigError):
+    """A resume whose config differs from the run's in a way that needs a decision."""
+
+
+def _flat(config: ml_collections.ConfigDict | dict) -> dict:
+    tree = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
+        else config  # through JSON: tuples and lists compare equal
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
+def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict
+                   ) -> dict[str, tuple]:
+    """{dotted key: (old value, new value)} of every key whose value differs (or that only one
+    has, with None for the missing side)."""
+    a, b = _flat(old), _flat(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def record_config(config: ml_collections.ConfigDict, workdir: str,
+                  allow_change: bool = False, step: int | None = None) -> None:
+    """Writes WORKDIR/config.json for a new run, or checks a resume's config against it first.
+
+    A resume (`step`: the checkpoint it continues from) may change FREE_KEYS; a change of
+    FIXED_KEYS is refused and any other change needs `allow_change` (ConfigChangeError naming the
+    keys, before anything is written). An accepted change keeps the previous config as
+    WORKDIR/config_history/until_step<step>_<time>.json; config.json is then the current one.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if step is None or not os.path.exists(path):
+        if jax.process_index() == 0:
+            save_config(config, workdir)
+        return
+    old = load_config(workdir)
+    changes = config_changes(old, config)
+    if not changes:
+        return
+    shown = lambda keys: "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in keys)
+    fixed = [k for k in changes if k in FIXED_KEYS]
+    if fixed:
+        raise ConfigChangeError(
+            f"{path}: the run in {workdir} was trained with another model or data geometry ("
+            f"{shown(fixed)}); its checkpoints cannot continue with this config. Use a new workdir "
+            "(or --config.init_from to fine-tune from this run).")
+    other = [k for k in changes if k not in FREE_KEYS]
+    if other and not allow_change:
+        raise ConfigChangeError(
+            f"{path}: resuming at step {step} with a config that differs from the run's ("
+            f"{shown(other)}). A changed seed or batch size also changes the data order, so the "
+            "resumed run is not the one an uninterrupted run would give. Rerun with "
+            "--allow_config_change to accept the change (the old config is kept in "
+            f"{CONFIG_HISTORY}/), or resume with the run's own config.")
+    if jax.process_index() == 0:
+        history = os.path.join(workdir, CONFIG_HISTORY)
+        os.makedirs(history, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        os.replace(path, os.path.join(history, f"until_step{step}_{stamp}.json"))
+        save_config(config, workdir)
+        if other:
+            print(f"config changed at step {step}: {shown(other)} (the previous config is in "
+                  f"{history})", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks that need no data
+
+
+def check_config(config: ml_collections.ConfigDict, process_count: int = 1,
+                 local_devices: int = 1) -> None:
+    """Every check of `config` that needs no data, in seconds: values, choices, divisibility of
+    the batches over processes x devices, and a dry construction of the model (abstract, no
+    FLOPs), its loss and its optimizer. A ConfigError names the config key."""
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"config.{key}={_get(config, key)!r}: {what}")
+
+    o, d = config.optim, config.data
+    devices = process_count * local_devices
+    for key in ("data.num_frames", "data.crop_size", "data.resize_short", "optim.batch_size",
+                "optim.num_epochs", "eval_batch_size", "log_every_steps",
+                "checkpoint_every_steps", "keep_latest", "eval_every_epochs"):
+        need(_get(config, key) > 0, key, "must be positive")
+    need(d.resize_short >= d.crop_size, "data.resize_short",
+         f"must be at least data.crop_size={d.crop_size}")
+    need(config.keep_best >= 0, "keep_best", "must be >= 0")
+    need(config.max_bad_steps >= 0, "max_bad_steps", "must be >= 0")
+    need(o.batch_size % devices == 0, "optim.batch_size",
+         f"must divide evenly over {process_count} processes x {local_devices} devices")
+    need(config.eval_batch_size % devices == 0, "eval_batch_size",
+         f"must divide evenly over {process_count} processes x {local_devices} devices")
+    need(o.kind in ("sgd", "adam"), "optim.kind", "must be 'sgd' or 'adam'")
+    need(config.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
+         "must be float32, bfloat16 or float16")
+    need(config.model.impl in ("", "ffi", "xla", "reference"), "model.impl",
+         "must be '', 'ffi', 'xla' or 'reference'")
+    from rubiks_jax.data.transforms import FLIP_MODES
+    need(d.flip in FLIP_MODES, "data.flip", f"must be one of {FLIP_MODES}")
+    if config.init_from:
+        need(os.path.exists(os.path.join(config.init_from, CONFIG_FILE)), "init_from",
+             "is not a training workdir (no config.json)")
+    try:
+        data_config(config)  # flip_pairs
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
+        model = registry.create_model(config.model, 2, num_frames=d.num_frames,
+                                      bn_axis_name=steps.AXIS)
+        registry.get_loss(config.model)
+        clip = jax.ShapeDtypeStruct((1, d.num_frames, d.crop_size, d.crop_size, 3), jnp.float32)
+        variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                                   clip)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config.model: {err}") from err
+    try:
+        make_optimizer(config, variables["params"], steps_per_epoch=1000)
+        optim.temperature_schedule(config.temperature.initial, config.temperature.final, 1000)
+    except ValueError as err:
+        raise ConfigError(f"config.optim / config.temperature: {err}") from err
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
 # ------------------------------------------------------------------------------------------------
 # Data
 
@@ -71,6 +219,48 @@ def data_config(config: ml_collections.ConfigDict,
         train_split=d.train_split, eval_split=d.eval_split, num_frames=d.num_frames,
         resize_short=d.resize_short, crop_size=d.crop_size, flip=d.flip,
         flip_pairs=tuple(tuple(p) for p in pairs), shuffle_buffer=d.shuffle_buffer)
+
+
+class DataError(RuntimeError):
+    """A data set file that is missing or cannot be read."""
+
+
+def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
+    """The record files of `split` of a prepared builder."""
+    info = builder.info.splits[split]
+    return [os.fspath(p) for p in info.filepaths]
+
+
+def check_data(builder: tfds.core.DatasetBuilder, data: pipeline.DataConfig) -> None:
+    """Both splits exist, hold examples, and their first example of every file reads (DataError
+    naming the file otherwise): before training, so a bad eval split is not found an epoch in."""
+    import tensorflow as tf
+
+    for key, split in (("train_split", data.train_split), ("eval_split", data.eval_split)):
+        if split not in builder.info.splits or not builder.info.splits[split].num_examples:
+            raise DataError(f"config.data.{key}={split!r}: {data.name} in {builder.data_dir} has "
+                            f"no such split or it is empty (splits: {list(builder.info.splits)})")
+        for path in split_files(builder, split):
+            try:
+                for _ in tf.data.TFRecordDataset(path).take(1):
+                    pass
+            except (tf.errors.OpError, OSError) as err:
+                raise DataError(f"{path}: cannot read this {split!r} file of {data.name}: "
+                                f"{err.message if hasattr(err, 'message') else err}") from err
+
+
+def find_bad_file(builder: tfds.core.DatasetBuilder, split: str) -> str | None:
+    """The first record file of `split` that does not read to its end (with the error), by a full
+    scan: called after a read error, whose message gives only a byte offset."""
+    import tensorflow as tf
+
+    for path in split_files(builder, split):
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.OpError as err:
+            return f"{path}: {err.message}"
+    return None
 
 
 def load_data(config: ml_collections.ConfigDict

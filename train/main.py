@@ -7,8 +7,10 @@ config, e.g. --config train/configs/ssv2.py:large_aq.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -17,13 +19,56 @@ from ml_collections import config_flags
 from train import trainer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
-config_flags.DEFINE_config_file("config", "train/configs/synthetic.py", "Training configuration.",
-                                lock_config=True)
-flags.DEFINE_string("coordinator_address", None, "Multi-host: address of process 0 (host:port).")
-flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
-flags.mark_flags_as_required(["workdir"])
+DEFAULT_CONFIG = "train/configs/synthetic.py"
+
+
+def _define_flags() -> None:
+    # Defined for the CLI only, and only after _unknown_config_key has looked at the overrides:
+    # config_flags applies them while the flag is defined, and an unknown key would end there in a
+    # chain of tracebacks and a bare AttributeError.
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Training configuration.",
+                                    lock_config=True)
+    flags.DEFINE_string("coordinator_address", None,
+                        "Multi-host: address of process 0 (host:port).")
+    flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+    flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+    flags.DEFINE_bool("allow_config_change", False,
+                      "Resume even though the config differs from the run's config.json in keys "
+                      "other than run control (the change is listed and the old config kept in "
+                      "WORKDIR/config_history/); model and data geometry can never change.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def _unknown_config_key(argv: list[str]) -> str | None:
+    """"--config.a.b: no such config key ..." for the first override the config file lacks."""
+    path = DEFAULT_CONFIG
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+    file, _, arg = path.partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_config", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception:  # a broken config file: absl's message says more
+        return None
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config."):].split("=", 1)[0]
+        node, walked = config, []
+        for part in key.split("."):
+            if not hasattr(node, "keys") or part not in node:
+                known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else ""
+                where = "config" + "".join(f".{w}" for w in walked)
+                return (f"--config.{key}: no such config key ({where} has: {known})" if known
+                        else f"--config.{key}: {where} is a value, not a group")
+            node, walked = node[part], walked + [part]
+    return None
 
 
 def main(argv):
@@ -42,10 +87,23 @@ def main(argv):
         jax.distributed.initialize(coordinator, num, pid)
     logging.info("process %d/%d, %d local devices: %s", jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.local_devices())
-    result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+    except trainer.Interrupted as stop:  # the scheduler's or the user's stop: saved, not a fault
+        if jax.process_index() == 0:
+            print(stop, flush=True)
+        return
+    except trainer.RUN_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
     if jax.process_index() == 0:
         print("final evaluation:", json.dumps(result))
 
 
 if __name__ == "__main__":
+    unknown = _unknown_config_key(sys.argv)
+    if unknown:
+        print(f"train.main: {unknown}", file=sys.stderr)
+        sys.exit(2)
+    _define_flags()
     app.run(main)

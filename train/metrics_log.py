@@ -8,6 +8,7 @@ TensorBoard writer makes the same tf.summary calls as the dozen lines here.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from tqdm import tqdm
@@ -26,6 +27,29 @@ def _last_logged_steps(path: str) -> dict[str, int]:
             row = json.loads(line)
             last[row["split"]] = max(last.get(row["split"], -1), row["step"])
     return last
+
+
+def _json_number(value):
+    """NaN and Inf become null: JSON has no such numbers (json.dumps would write bare NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def last_row(workdir: str, split: str) -> dict | None:
+    """The last metrics.jsonl row of `split` ("train", "eval") in WORKDIR, without step and split;
+    None when there is none."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    row = None
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                if r["split"] == split:
+                    row = r
+    return row and {k: v for k, v in row.items() if k not in ("step", "split")}
 
 
 class MetricsLog:
@@ -50,7 +74,8 @@ class MetricsLog:
         if not self.enabled or step <= self._logged.get(split, -1):
             return
         self._logged[split] = step
-        self._file.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        row = {"step": step, "split": split, **{k: _json_number(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(row, allow_nan=False) + "\n")
         import tensorflow as tf  # event files without the tensorboard package
 
         writer = self._writers.get(split)

@@ -47,7 +47,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
 
     temperature_fn(step) is written into the model's temperature first (a no-op for models without
     one). Returns the new state and metrics averaged over devices: "loss", the loss's own metrics
-    ("cross_entropy", AQ's "budget") and "accuracy".
+    ("cross_entropy", AQ's "budget") and "accuracy", and "finite" (False: the step was not applied).
     """
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
     variables = state.variables()
@@ -67,12 +67,26 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     metrics = {"loss": loss, **metrics,
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
-    new_state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, updates),
+    metrics = jax.lax.pmean(metrics, AXIS)
+    # A step whose loss, gradients or BatchNorm statistics are not finite on any device changes
+    # nothing but the step counter (the data stream stays aligned); the trainer stops the run or
+    # skips it (config.max_bad_steps). So a saved state is always finite.
+    finite = jnp.logical_and(all_finite((grads, batch_stats)), jnp.isfinite(metrics["loss"]))
+    finite = jax.lax.pmin(finite.astype(jnp.int32), AXIS).astype(bool)
+    candidate = state.replace(params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats,
                               temperature=variables.get(TEMPERATURE_COLLECTION, {}),
                               opt_state=opt_state)
-    return new_state, jax.lax.pmean(metrics, AXIS)
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old),
+                                       candidate, state)
+    return new_state.replace(step=state.step + 1), {**metrics, "finite": finite}
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True where every floating-point leaf of `tree` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def eval_step(state: TrainState, batch: dict, *, model: nn.Module, combine: str = "softmax") -> dict:

@@ -91,12 +91,20 @@ def _read(builder, split: str, shuffle_files: bool = False) -> tf.data.Dataset:
 
 def train_dataset(builder, cfg: DataConfig, batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
-    """Infinite, shuffled, augmented train batches of `batch_size` (this process's share)."""
-    split = shard_split(cfg.train_split, process_index, process_count)
-    ds = _read(builder, split).repeat()
-    ds = ds.shuffle(cfg.shuffle_buffer, seed=seed + 7919 * process_index,
-                    reshuffle_each_iteration=True)
-    ds = ds.enumerate().skip(start_step * batch_size)
+    """Infinite, shuffled, augmented train batches of `batch_size` (this process's share of a
+    global batch of batch_size x process_count).
+
+    Every process follows the same global stream of examples and keeps its contiguous slice of
+    each global batch (process p: positions [p * batch_size, (p + 1) * batch_size)), chosen before
+    decoding; so N processes see, device for device, the batches one process with all the devices
+    would see, with the same augmentation.
+    """
+    ds = _read(builder, cfg.train_split).repeat()
+    ds = ds.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.enumerate().skip(start_step * batch_size * process_count)
+    if process_count > 1:
+        global_batch = batch_size * process_count
+        ds = ds.filter(lambda index, _: (index % global_batch) // batch_size == process_index)
 
     def process(index, example):
         seed_ = tf.stack([tf.cast(seed, tf.int64), index])

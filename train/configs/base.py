@@ -64,5 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_best = 3
     c.eval_batch_size = 32
     c.max_train_steps = -1                     # > 0 stops early (smoke runs)
+    c.max_bad_steps = 0                        # steps with a non-finite loss or gradient that are
+                                               # skipped (not applied) before the run stops
     c.progress_bar = True
     return c
