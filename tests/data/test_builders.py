@@ -1,4 +1,5 @@
-"""The SSv2, HMDB51 and Kinetics-400 builders on tiny fixtures written in their real layouts."""
+"""The SSv2, HMDB51 and Kinetics-400 builders on tiny frame-folder fixtures written in the layouts
+they read (tests/data/test_prepare.py makes them from videos in the official layouts)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import csv
 import json
 import logging
 import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -192,44 +191,19 @@ def test_hmdb51_split_configs(tmp_path):
     assert "hair_c" not in seen[(2, "train")] | seen[(2, "test")]  # code 0: unused in split3
 
 
-def test_hmdb51_missing_video_needs_ffmpeg(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["videos", ""])
+def test_hmdb51_refuses_video_files(tmp_path, where):
+    # Raw videos where frames should be: an error naming the file and the prepare command (the
+    # builder never runs ffmpeg), in the older videos/ layout and in the download's own.
     root = tmp_path / "manual"
     write_hmdb51(root, with_frames=False)
     for label, videos in HMDB_SPLITS.items():
         for name in videos:
-            (root / "videos" / label).mkdir(parents=True, exist_ok=True)
-            (root / "videos" / label / f"{name}.avi").write_bytes(b"not really a video")
-    empty_bin = tmp_path / "bin"
-    empty_bin.mkdir()
-    monkeypatch.setenv("PATH", str(empty_bin))
-    with pytest.raises(builders.FfmpegNotFoundError, match=r"hair_a\.avi.*ffmpeg.*extract"):
+            (root / where / label).mkdir(parents=True, exist_ok=True)
+            (root / where / label / f"{name}.avi").write_bytes(b"not really a video")
+    with pytest.raises(builders.ManualDataError,
+                       match=r"(?s)hair_a\.avi is a video file.*python -m rubiks_jax\.data\.prepare hmdb51"):
         prepare("rubiks_hmdb51", tmp_path / "data", root, config="split1")
-
-
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
-def test_hmdb51_video_files(tmp_path):
-    root = tmp_path / "manual"
-    _, pixels = write_hmdb51(root, with_frames=False)
-    for label, videos in HMDB_SPLITS.items():
-        for name in videos:
-            frames_dir = tmp_path / "tmp_frames" / name
-            frames_dir.mkdir(parents=True)
-            for i, frame in enumerate(pixels[name]):
-                (frames_dir / f"{i:03d}.jpg").write_bytes(tf.io.encode_jpeg(frame, quality=100).numpy())
-            (root / "videos" / label).mkdir(parents=True, exist_ok=True)
-            subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-framerate", "5", "-i",
-                            str(frames_dir / "%03d.jpg"), "-c:v", "mjpeg", "-q:v", "1",
-                            str(root / "videos" / label / f"{name}.avi")], check=True)
-    builder = prepare("rubiks_hmdb51", tmp_path / "data", root, config="split1")
-    examples = read_split(builder, "train")
-    assert set(examples) == expected_hmdb(0, "1")
-    for name, ex in examples.items():
-        video = ex["video"]
-        assert video.shape == pixels[name].shape
-        diff = np.abs(video.astype(int) - pixels[name].astype(int))
-        assert diff.mean() < 3 and diff.max() <= 12  # decoded and re-encoded as JPEG by ffmpeg
-    raw = read_split(builder, "train", skip_decoding=True)
-    assert all(ex["video"].shape == (HMDB_FRAMES[n],) for n, ex in raw.items())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,6 +271,55 @@ def test_kinetics_folder_layout(tmp_path):
         check_skip_decoding(builder, split, written)
 
 
+def write_kinetics_csvs(root, rows: dict) -> None:
+    """annotations/<name>.csv of {name: [(label, youtube_id, start, end, ...)]}."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for csv_name, entries in rows.items():
+        with (root / "annotations" / f"{csv_name}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+            writer.writerows([label, yt, start, end, csv_name] for label, yt, start, end, *_ in entries)
+
+
+def test_kinetics_official_layout(tmp_path):
+    # cvdfoundation's layout: annotations/{train,val}.csv, clips flat in train/ (as downloaded) or
+    # in val/<class>/ (as arrange_by_classes.py leaves them), frame folders in place of the videos.
+    root = tmp_path / "manual"
+    rows = {"train": [("riding a bike", "aaa", 0, 10, 3), ("abseiling", "bbb", 5, 15, 4),
+                      ("abseiling", "gone", 1, 11, None)],
+            "val": [("riding a bike", "ccc", 30, 40, 5), ("juggling", "ddd", 2, 12, 3)]}
+    write_kinetics_csvs(root, rows)
+    written, pixels = {}, {}
+    for csv_name, entries in rows.items():
+        for label, yt, start, end, num_frames in entries:
+            if num_frames is not None:
+                vid = f"{yt}_{start:06d}_{end:06d}"
+                pixels[vid] = clip_pixels(len(pixels), num_frames)
+                folder = root / "train" / vid if csv_name == "train" else root / "val" / label / vid
+                written[vid] = write_frames(folder, pixels[vid])
+    builder = prepare("rubiks_kinetics400", tmp_path / "data", root)
+    names = builder.info.features["label"].names
+    assert names == ["abseiling", "juggling", "riding a bike"]
+    for split, csv_name in (("train", "train"), ("validate", "val")):
+        examples = read_split(builder, split)
+        expected = {f"{yt}_{s:06d}_{e:06d}": label for label, yt, s, e, n in rows[csv_name] if n}
+        assert set(examples) == set(expected)
+        for vid, ex in examples.items():
+            assert names[ex["label"]] == expected[vid]
+            check_clip(ex, pixels[vid], written[vid])
+
+
+def test_kinetics_refuses_video_files(tmp_path):
+    root = tmp_path / "manual"
+    write_kinetics_csvs(root, {"train": [("abseiling", "aaa", 0, 10)], "val": [("abseiling", "bbb", 0, 10)]})
+    for split, yt in (("train", "aaa"), ("val", "bbb")):
+        (root / split).mkdir()
+        (root / split / f"{yt}_000000_000010.mp4").write_bytes(b"not really a video")
+    with pytest.raises(builders.ManualDataError,
+                       match=r"(?s)aaa_000000_000010\.mp4 is a video file.*prepare kinetics400"):
+        prepare("rubiks_kinetics400", tmp_path / "data", root)
+
+
 # ------------------------------------------------------------------------------------------------
 # Shared
 
@@ -314,7 +337,8 @@ def test_kinetics_missing_split_names_candidates(tmp_path):
     write_frames(tmp_path / "manual" / "train" / "abseiling" / "v1", clip_pixels(0, 3))
     with pytest.raises(builders.ManualDataError, match="validate split") as err:
         prepare("rubiks_kinetics400", tmp_path / "data", tmp_path / "manual")
-    for candidate in ("validate/", "val/", "validate.csv", "val.csv"):
+    for candidate in ("validate/", "val/", "annotations/validate.csv", "annotations/val.csv",
+                      "validate.csv", "val.csv"):
         assert str(tmp_path / "manual" / candidate) in str(err.value)
 
 
@@ -327,3 +351,6 @@ def test_load_clip_sorts_numbers_by_value(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(builders.ManualDataError, match="no .jpg"):
         common.load_clip(epath.Path(tmp_path / "empty"))
+    (tmp_path / "img_00001.jpg").write_bytes(b"x")  # a second naming scheme beside 1.jpg, ...
+    with pytest.raises(builders.ManualDataError, match="mixes 2 frame naming schemes"):
+        common.load_clip(epath.Path(tmp_path))

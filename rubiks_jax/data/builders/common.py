@@ -3,8 +3,10 @@ locating the manual files (with errors that name the missing path) and loading o
 `rubiks_jax.data.video_io`.
 
 Every builder stores each example as {"video": (T,) encoded frames, "label", "video_id"}
-(`rubiks_jax.data.features.video_features`). Extracted frames are stored as they are, without
-re-encoding; video files are split into JPEG frames by ffmpeg.
+(`rubiks_jax.data.features.video_features`). The builders read frame folders only and store their
+images as they are, without re-encoding: video files are turned into frame folders once, in
+parallel, by `python -m rubiks_jax.data.prepare`, never while a data set is built (train.main
+builds it on every host, one clip at a time).
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from rubiks_jax.data import video_io
 from rubiks_jax.data.features import video_features
 
 logger = logging.getLogger("rubiks_jax.data.builders")
+
+FRAMES_DIR = "frames"  # where prepare writes the frame folders of SSv2, HMDB51 and UCF101
+
+# The closing paragraph of every builder's MANUAL_DOWNLOAD_INSTRUCTIONS.
+PREPARE_INSTRUCTIONS = """
+The builder reads frame folders only and never decodes a video file: where a clip's frames should
+be and only its video is found, it raises an error naming `python -m rubiks_jax.data.prepare`. A
+frame folder holds one clip's frames named like img_00001.jpg, 00001.jpg or frame_1.jpg (in natural
+order: frame_2 before frame_10); optical flow images beside them (flow_x_*, flow_y_*) are ignored.
+"""
 
 
 class ManualDataError(FileNotFoundError):
@@ -102,12 +114,54 @@ def warn_missing(split: str, missing: Sequence[str], total: int) -> None:
 # Clips
 
 
-def load_clip(path: epath.Path) -> list[str] | list[bytes]:
-    """What the Video feature gets for one clip: frame paths for a frame folder (the files are stored
-    as they are), JPEG bytes for a video file. An empty frame folder raises ManualDataError."""
-    if not path.is_dir():
-        return video_io.video_file_to_jpegs(path)
+def not_prepared_error(video: epath.Path, dataset: str) -> ManualDataError:
+    """The error for a video file where a builder reads frame folders: names the file and the
+    command that turns the download into frame folders."""
+    return ManualDataError(
+        f"{os.fspath(video)} is a video file, but the builder reads frame folders only (video files "
+        f"are not decoded while a data set is built). Run\n  python -m rubiks_jax.data.prepare "
+        f"{dataset} --src <the download folder> --dst <a new folder>\nonce and pass the new folder "
+        "as the manual_dir (--config.data.manual_dir).")
+
+
+def frames_or_video(frames: epath.Path, videos: Iterable[epath.Path], dataset: str
+                    ) -> epath.Path | None:
+    """The clip's frame folder if it exists, None if neither it nor any of its raw `videos` does;
+    a raw video without frames raises `not_prepared_error`."""
+    if frames.is_dir():
+        return frames
+    for video in videos:
+        if video.exists():
+            raise not_prepared_error(video, dataset)
+    return None
+
+
+def load_clip(path: epath.Path) -> list[str]:
+    """What the Video feature gets for one clip: the paths of a frame folder's frames (the files
+    are stored as they are). A missing or empty folder, a file, or a folder mixing frame naming
+    schemes raises ManualDataError."""
     try:
         return video_io.list_frame_files(path)
-    except FileNotFoundError as err:  # in a builder, an empty frame folder is bad manual data
+    except (OSError, ValueError) as err:  # in a builder, bad manual data
         raise ManualDataError(str(err)) from err
+
+
+def class_folder_examples(root: epath.Path, split: str, items: Sequence[tuple[str, str]],
+                          video_roots: Sequence[str], dataset: str, instructions: str):
+    """(key, example) of each listed (class, video file name) whose frames are in
+    frames/<class>/<video name>/ (HMDB51, UCF101); a listed video found as <root>/<video root>/
+    <class>/<name>.avi only raises `not_prepared_error`, one found nowhere is skipped (one warning
+    per split)."""
+    found, missing = [], []
+    for label, file_name in items:
+        name = file_name[:-4] if file_name.lower().endswith(".avi") else file_name
+        videos = [root / where / label / f"{name}.avi" for where in video_roots]
+        source = frames_or_video(root / FRAMES_DIR / label / name, videos, dataset)
+        if source is None:
+            missing.append(f"{label}/{name}")
+        else:
+            found.append((label, name, source))
+    warn_missing(split, missing, len(items))
+    check_not_empty(split, len(found), str(root / FRAMES_DIR), instructions)
+    for label, name, source in found:
+        yield f"{label}/{name}", {"video": load_clip(source), "label": label, "video_id": name}

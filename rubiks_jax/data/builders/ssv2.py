@@ -8,27 +8,31 @@ import tensorflow_datasets as tfds
 
 from rubiks_jax.data.builders import common
 
-_INSTRUCTIONS = """
+VIDEOS_DIR = "20bn-something-something-v2"  # the download's videos: <id>.webm
+
+_INSTRUCTIONS = f"""
 Something-Something-V2 (https://developer.qualcomm.com/software/ai-datasets/something-something)
-cannot be downloaded automatically. Put into the manual folder
-(tfds.download.DownloadConfig(manual_dir=...), default <data_dir>/downloads/manual):
+cannot be downloaded automatically. The manual folder (tfds.download.DownloadConfig(manual_dir=...),
+default <data_dir>/downloads/manual) holds
 
-  something-something-v2-labels.json      {"Holding something": "0", ...}: class -> index
-  something-something-v2-train.json       [{"id": "78687", "template": "Holding [something] ...",
-  something-something-v2-validation.json    "label": ..., "placeholders": [...]}, ...]
+  something-something-v2-labels.json      {{"Holding something": "0", ...}}: class -> index
+  something-something-v2-train.json       [{{"id": "78687", "template": "Holding [something] ...",
+  something-something-v2-validation.json    "label": ..., "placeholders": [...]}}, ...]
   (the short names labels.json, train.json, validation.json are accepted as well)
+  {common.FRAMES_DIR}/<id>/img_00001.jpg ...      each clip's frames
 
-and the videos, for each clip id either
-  frames/<id>/*.jpg                          extracted JPEG frames (sorted by file name), or
-  20bn-something-something-v2/<id>.webm      the original video file (needs ffmpeg on PATH).
-Frame folders are preferred when both exist. Clips listed in a split file but found in neither
-place are skipped with one warning per split giving their count.
+`python -m rubiks_jax.data.prepare ssv2 --src <download> --dst <manual folder>` writes all of it
+from the download: the label files (in <download> or <download>/labels) and the videos
+<download>/{VIDEOS_DIR}/<id>.webm.
+Clips listed in a split file without a frame folder are skipped with one warning per split giving
+their count.
 
 The class of a clip is its "template" with the brackets removed ("Holding [something] next to
 [something]" -> "Holding something next to something"); classes are numbered as in the labels file.
-"""
+{common.PREPARE_INSTRUCTIONS}"""
 
-_ANNOTATIONS = {
+# The annotation files the builder reads, each by its long or short name.
+ANNOTATIONS = {
     "labels": ("something-something-v2-labels.json", "labels.json"),
     "train": ("something-something-v2-train.json", "train.json"),
     "validation": ("something-something-v2-validation.json", "validation.json"),
@@ -62,7 +66,7 @@ class RubiksSsv2(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         root = common.resolve_manual_dir(dl_manager, _INSTRUCTIONS)
         paths = {key: common.first_existing(root, names, f"Something-Something-V2 {key} file", _INSTRUCTIONS)
-                 for key, names in _ANNOTATIONS.items()}
+                 for key, names in ANNOTATIONS.items()}
         index = _read_json(paths["labels"])
         names = sorted(index, key=lambda name: int(index[name]))
         if sorted(int(v) for v in index.values()) != list(range(len(names))):
@@ -82,14 +86,13 @@ class RubiksSsv2(tfds.core.GeneratorBasedBuilder):
                 raise common.ManualDataError(
                     f"{split_file}: clip {video_id} has template {entry['template']!r}, whose class "
                     f"{label!r} is not in the labels file.")
-            frames, video = root / "frames" / video_id, root / "20bn-something-something-v2" / f"{video_id}.webm"
-            source = frames if frames.is_dir() else video if video.exists() else None
+            source = common.frames_or_video(root / common.FRAMES_DIR / video_id,
+                                            [root / VIDEOS_DIR / f"{video_id}.webm"], "ssv2")
             if source is None:
                 missing.append(video_id)
             else:
                 found.append((video_id, label, source))
         common.warn_missing(split, missing, len(entries))
-        common.check_not_empty(split, len(found), f"{root / 'frames'} and {root / '20bn-something-something-v2'}",
-                               _INSTRUCTIONS)
+        common.check_not_empty(split, len(found), str(root / common.FRAMES_DIR), _INSTRUCTIONS)
         for video_id, label, source in found:
             yield video_id, {"video": common.load_clip(source), "label": label, "video_id": video_id}
