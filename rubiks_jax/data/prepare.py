@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -216,11 +217,17 @@ def _check_options(dst: Path, options: dict) -> None:
         path.write_text(json.dumps(options, indent=2) + "\n")
 
 
+def tmp_folder(dst: Path, frames: str) -> Path:
+    """Where the clip of frame folder `frames` is extracted before it is renamed into place. Named
+    by a hash: ffmpeg reads "%" in its output path as a pattern (HMDB51 names hold odd characters)."""
+    return dst / TMP_DIR / hashlib.sha1(frames.encode()).hexdigest()[:20]
+
+
 def _extract(clip: Clip, dst: Path, options: dict, threads: int) -> str | None:
-    """Extracts one clip (into the temporary folder, then renamed into place); ffmpeg's message
+    """Extracts one clip (into its temporary folder, then renamed into place); ffmpeg's message
     when it fails, else None."""
     final = dst / clip.frames
-    tmp = dst / TMP_DIR / clip.frames.replace("/", "__")
+    tmp = tmp_folder(dst, clip.frames)
     shutil.rmtree(tmp, ignore_errors=True)  # what an interrupted run left
     tmp.mkdir(parents=True)
     try:
@@ -286,7 +293,7 @@ def prepare(dataset: str, src: str | os.PathLike, dst: str | os.PathLike, worker
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rubiks_jax.data.prepare", description=__doc__.split("\n\n")[0],
+        prog="python -m rubiks_jax.data.prepare", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(PLANNERS))
     parser.add_argument("--src", required=True, help="the download, in the official layout")

@@ -140,9 +140,12 @@ def extract_frames(video: PathLike, out_dir: PathLike, *, short_side: int = 0,
 
     def run(passthrough: list[str]) -> subprocess.CompletedProcess:
         cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-threads", str(threads),
-               "-i", os.fspath(video), "-map", "0:v:0", *(["-vf", ",".join(filters)] if filters else []),
+               # "file:": a name with a colon is not a protocol; "%%": a "%" in the folder
+               # name is not part of the output pattern.
+               "-i", "file:" + os.path.abspath(video), "-map", "0:v:0",
+               *(["-vf", ",".join(filters)] if filters else []),
                *passthrough, "-q:v", str(jpeg_quality), "-f", "image2",
-               os.path.join(os.fspath(out_dir), pattern)]
+               os.path.join(os.path.abspath(out_dir).replace("%", "%%"), pattern)]
         return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
 
     ffmpeg = ffmpeg_exe()

@@ -122,7 +122,7 @@ def test_interrupted_clip_is_redone(tmp_path):
     run("ucf101", tmp_path / "raw", tmp_path / "prepared")
     # As an interrupted run leaves it: one clip only in the temporary folder, half written.
     folder = tmp_path / "prepared" / "frames" / "Archery" / "v_Archery_g08_c01"
-    partial = tmp_path / "prepared" / prepare.TMP_DIR / "frames__Archery__v_Archery_g08_c01"
+    partial = prepare.tmp_folder(tmp_path / "prepared", "frames/Archery/v_Archery_g08_c01")
     partial.parent.mkdir()
     os.replace(folder, partial)
     os.remove(partial / "img_00005.jpg")

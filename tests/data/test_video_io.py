@@ -174,3 +174,17 @@ def test_extract_frames_short_side_and_fps(tmp_path):
     (tmp_path / "tall_out").mkdir()
     video_io.extract_frames(tall, tmp_path / "tall_out", short_side=16)
     assert Image.open(video_io.list_frame_files(tmp_path / "tall_out")[0]).size == (16, 25)
+
+
+def test_odd_file_names(tmp_path, monkeypatch):
+    # HMDB51's names hold "#", "&", "(", "!"; ffmpeg would read "a:" as a protocol and "%d" in the
+    # output folder as part of its frame pattern.
+    folder = tmp_path / "out %05d"
+    folder.mkdir()
+    path = videos.write_video(folder / "x", videos.pattern(3, 16, 16), "mjpeg_avi")
+    odd = folder / "a:b #20%03d&(1)!.avi"
+    os.rename(path, odd)
+    monkeypatch.chdir(folder)
+    assert video_io.extract_frames(odd.name, folder, short_side=8) == 3
+    assert sorted(os.listdir(folder))[:3] == ["a:b #20%03d&(1)!.avi", "img_00001.jpg", "img_00002.jpg"]
+    assert video_io.read_video(odd.name).shape == (3, 16, 16, 3)
