@@ -9,6 +9,9 @@ builder's MANUAL_DOWNLOAD_INSTRUCTIONS); PREPARED becomes the builder's manual_d
 img_00001.jpg, ... shrunk to a short side of --short-side (0 = native; smaller videos keep their
 size), at --fps frames per second if given (default: every frame). The common practice (TSM,
 mmaction2) of extracting once, in parallel, by a separate tool: the builders never decode videos.
+The videos prepared are those the builder reads: SSv2's train and validation ids, every video in
+Kinetics-400's train and validation folders (not test), every video in HMDB51's or UCF101's three
+splits. RAW and PREPARED are local folders.
 
 N workers (default: the CPU count) each run one ffmpeg (`video_io.extract_frames`) at a time. A clip
 is extracted into PREPARED/.prepare_tmp/ and renamed into place when complete, so its frame folder
@@ -178,7 +181,9 @@ def plan_kinetics400(src: Path) -> Plan:
         if path is not None:
             copies.append((path, path.relative_to(src).as_posix()))
     folders = [kinetics400.split_folder(src, split) for split in kinetics400.SPLIT_NAMES]
-    folders = [f for f in folders if f is not None] + ([src / "videos"] if (src / "videos").is_dir() else [])
+    folders = [f for f in folders if f is not None]
+    if (src / "videos").is_dir():
+        folders.append(src / "videos")
     if not folders:
         names = [n for names in kinetics400.SPLIT_NAMES.values() for n in names] + ["videos"]
         raise SourceLayoutError(f"No Kinetics-400 videos: none of "

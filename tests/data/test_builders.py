@@ -202,7 +202,7 @@ def test_hmdb51_refuses_video_files(tmp_path, where):
             (root / where / label).mkdir(parents=True, exist_ok=True)
             (root / where / label / f"{name}.avi").write_bytes(b"not really a video")
     with pytest.raises(builders.ManualDataError,
-                       match=r"(?s)hair_a\.avi is a video file.*python -m rubiks_jax\.data\.prepare hmdb51"):
+                       match=r"(?s)hair_a\.avi is a video file.*rubiks_jax\.data\.prepare hmdb51"):
         prepare("rubiks_hmdb51", tmp_path / "data", root, config="split1")
 
 
@@ -311,7 +311,8 @@ def test_kinetics_official_layout(tmp_path):
 
 def test_kinetics_refuses_video_files(tmp_path):
     root = tmp_path / "manual"
-    write_kinetics_csvs(root, {"train": [("abseiling", "aaa", 0, 10)], "val": [("abseiling", "bbb", 0, 10)]})
+    write_kinetics_csvs(root, {"train": [("abseiling", "aaa", 0, 10)],
+                               "val": [("abseiling", "bbb", 0, 10)]})
     for split, yt in (("train", "aaa"), ("val", "bbb")):
         (root / split).mkdir()
         (root / split / f"{yt}_000000_000010.mp4").write_bytes(b"not really a video")

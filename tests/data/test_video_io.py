@@ -84,7 +84,8 @@ def test_flow_images_are_ignored(tmp_path):
 
 
 @pytest.mark.parametrize("names, message", [
-    (["img_00001.jpg", "img_00002.jpg", "00001.jpg", "00002.jpg"], r"mixes 2 frame naming schemes \(00001"),
+    (["img_00001.jpg", "img_00002.jpg", "00001.jpg", "00002.jpg"],
+     r"mixes 2 frame naming schemes \(00001"),
     (["img_1.jpg", "img_01.png"], "frame 1 appears twice"),
     (["img_00001.jpg", "cover.jpg"], r"without a frame number \(cover.jpg"),
 ])
@@ -153,7 +154,8 @@ def test_zero_length_and_garbage_files(tmp_path):
         video_io.read_video(empty)
     garbage = tmp_path / "garbage.avi"
     garbage.write_bytes(b"not really a video" * 10)
-    with pytest.raises(video_io.VideoDecodeError, match=re.escape(str(garbage)) + r" \(exit \d+\): .*Invalid data"):
+    with pytest.raises(video_io.VideoDecodeError,
+                       match=re.escape(str(garbage)) + r" \(exit \d+\): .*Invalid data"):
         video_io.read_video(garbage)
 
 

@@ -77,9 +77,9 @@ def make_ssv2(src: Path, codec: str = "vp9_webm") -> dict[str, tuple[str, int]]:
     """labels/{labels,train,validation}.json (the short names of the current download) and
     20bn-something-something-v2/<id>.webm."""
     classes = {"Holding something": "0", "Pushing something from left to right": "1"}
-    splits = {"train": [("1", "Holding [something]", 3), ("2", "Pushing [something] from left to right", 4),
-                        ("3", "Holding [something]", 5)],
-              "validation": [("4", "Pushing [something] from left to right", 3)]}
+    push = "Pushing [something] from left to right"
+    splits = {"train": [("1", "Holding [something]", 3), ("2", push, 4), ("3", "Holding [something]", 5)],
+              "validation": [("4", push, 3)]}
     (src / "labels").mkdir(parents=True)
     (src / "labels" / "labels.json").write_text(json.dumps(classes))
     clips = {}

@@ -25,8 +25,8 @@ UCF101 (https://www.crcv.ucf.edu/data/UCF101.php) is read from the manual folder
 
 `python -m rubiks_jax.data.prepare ucf101 --src <download> --dst <manual folder>` writes both from
 the download: {LISTS_DIR}/ and the videos UCF-101/<class>/<video_name>.avi (UCF101.rar extracted;
-the class folders may also lie in <download> itself). Videos listed without a frame folder are skipped with
-one warning per split giving their count.
+the class folders may also lie in <download> itself). Videos listed without a frame folder are
+skipped with one warning per split giving their count.
 
 The config (split1, split2, split3) picks which official split is built; classes are numbered as
 in classInd.txt (from 0 here).
