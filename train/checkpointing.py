@@ -49,9 +49,12 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_step: int,
          metrics: dict[str, float] | None = None) -> None:
     """Saves (asynchronously) the host-local, unreplicated `state`, where the data stream is and,
     for an evaluated checkpoint, its metrics (with BEST_METRIC)."""
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            meta=ocp.args.JsonSave({"data_step": int(data_step)})),
-              metrics=metrics)
+    try:  # orbax first waits for the save before this one: its failure surfaces here
+        mngr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave({"data_step": int(data_step)})), metrics=metrics)
+    except Exception as err:
+        raise _save_error(mngr, err) from err
 
 
 def check_free_space(workdir: str, state: Any, copies: int = 2) -> None:
@@ -71,23 +74,23 @@ def check_saves(mngr: ocp.CheckpointManager) -> None:
     try:
         mngr.check_for_errors()
     except Exception as err:  # orbax re-raises the writer thread's error
-        raise CheckpointError(f"saving a checkpoint in {mngr.directory} failed: "
-                              f"{type(err).__name__}: {_first_line(err)}") from err
+        raise _save_error(mngr, err) from err
 
 
 def wait(mngr: ocp.CheckpointManager) -> None:
     """Waits for the saves in flight; a failed one raises CheckpointError."""
     try:
         mngr.wait_until_finished()
+        mngr.check_for_errors()
     except Exception as err:
-        raise CheckpointError(f"saving a checkpoint in {mngr.directory} failed: "
-                              f"{type(err).__name__}: {_first_line(err)}") from err
-    check_saves(mngr)
+        raise _save_error(mngr, err) from err
 
 
-def _first_line(err: BaseException) -> str:
+def _save_error(mngr: ocp.CheckpointManager, err: BaseException) -> CheckpointError:
     text = str(err).strip()
-    return text.splitlines()[0] if text else repr(err)
+    cause = text.splitlines()[0] if text else repr(err)
+    return CheckpointError(f"saving a checkpoint in {mngr.directory} failed: "
+                           f"{type(err).__name__}: {cause}")
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, int]:
@@ -135,8 +138,9 @@ def restore_latest_intact(mngr: ocp.CheckpointManager, abstract_state: Any, work
             dest = os.path.join(workdir, QUARANTINE, str(step))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.move(os.path.join(mngr.directory, str(step)), dest)
-            log(f"checkpoint {step} cannot be restored ({type(cause).__name__}: "
-                f"{_first_line(cause)}); moved to {dest}, trying the one before")
+            text = str(cause).strip().splitlines() or [repr(cause)]
+            log(f"checkpoint {step} cannot be restored ({type(cause).__name__}: {text[0]}); "
+                f"moved to {dest}, trying the one before")
         _sync(f"quarantine_{step}")
         mngr.reload()
     if tried:

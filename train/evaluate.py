@@ -15,6 +15,7 @@ from absl import app, flags
 
 from rubiks_jax.data.sampling import VIEWS
 from train import inference
+from train.metrics_log import quiet_logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
@@ -26,6 +27,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
+    quiet_logs()
     report = inference.evaluate_run(FLAGS.workdir, FLAGS.views, FLAGS.step, FLAGS.batch_size)
     print(json.dumps(report, indent=2))
 

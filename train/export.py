@@ -28,6 +28,7 @@ from rubiks_jax.models import deploy
 from rubiks_jax.ops import ffi_kernels
 from rubiks_jax.models.rubiksnet import RubiksNet
 from train import inference
+from train.metrics_log import quiet_logs
 
 FLAGS = flags.FLAGS
 
@@ -99,6 +100,7 @@ def _save_tf(fn: Callable[[jax.Array], jax.Array], frame_shape: tuple[int, ...],
 
 
 def main(argv):
+    quiet_logs()
     del argv
     print(json.dumps(export(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.impl), indent=2))
 

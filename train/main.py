@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from train import trainer
+from train.metrics_log import quiet_logs
 
 FLAGS = flags.FLAGS
 DEFAULT_CONFIG = "train/configs/synthetic.py"
@@ -73,8 +74,7 @@ def _unknown_config_key(argv: list[str]) -> str | None:
 
 def main(argv):
     del argv
-    if not FLAGS["verbosity"].present:  # orbax and TF log every step at INFO
-        logging.set_verbosity(logging.WARNING)
+    quiet_logs()
     # Multi-host: flags, or the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
     # environment variables (a launcher's), or a cluster jax detects itself (e.g. SLURM).
     env = os.environ
@@ -95,7 +95,8 @@ def main(argv):
         return
     except trainer.RUN_ERRORS as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.stdout.flush()
+        os._exit(1)  # not sys.exit: orbax's writer threads would print their failure again
     if jax.process_index() == 0:
         print("final evaluation:", json.dumps(result))
 

@@ -95,6 +95,15 @@ class MetricsLog:
                 w.close()
 
 
+def quiet_logs() -> None:
+    """WARNING and above only on the console, unless --verbosity was given: orbax, TFDS and TF log
+    every step and every file at INFO. For the CLIs' main functions (flags parsed)."""
+    from absl import flags, logging
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
 class Progress:
     """tqdm bar over training steps showing loss, accuracy, learning rates and clips/s."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from train import inference
+from train.metrics_log import quiet_logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -19,6 +20,7 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
+    quiet_logs()
     if len(argv) != 2:
         raise app.UsageError("usage: python -m train.predict --workdir DIR VIDEO_OR_FRAME_DIR")
     for name, score in inference.predict(FLAGS.workdir, argv[1], FLAGS.step, FLAGS.top):

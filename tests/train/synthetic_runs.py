@@ -55,3 +55,29 @@ def cli_flags(data_dir: str, workdir: str, epochs: int) -> list[str]:
              f"--config.optim.num_epochs={epochs}", "--config.optim.decay_epochs=(100,)",
              "--config.checkpoint_every_steps=2", "--config.log_every_steps=2"]
     return flags + [f"--config.data.{k}={v}" for k, v in OVERRIDES.items()]
+
+
+def config_flags_of(config: ml_collections.ConfigDict) -> list[str]:
+    """--config.key=value flags that turn train/configs/synthetic.py into `config`."""
+    def flat(tree, prefix=""):
+        out = {}
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    base = flat(synthetic.get_config().to_dict())
+    flags = []
+    for key, value in flat(config.to_dict()).items():
+        if value != base.get(key):
+            text = f"({','.join(map(str, value))},)" if isinstance(value, tuple) else value
+            flags.append(f"--config.{key}={text}")
+    return flags
+
+
+def small_flags(data_dir: str, workdir: str, **kw) -> list[str]:
+    """train.main flags for exactly small_config(data_dir, **kw) (the `trained` fixture's run)."""
+    return ["--config", "train/configs/synthetic.py", "--workdir", workdir,
+            *config_flags_of(small_config(data_dir, **kw))]
