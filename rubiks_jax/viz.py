@@ -132,6 +132,52 @@ def stage_stats(layers: Sequence[ShiftLayer]) -> dict[str, dict]:
     return out
 
 
+def _pairs(layers: Sequence[ShiftLayer], reference: Sequence[ShiftLayer]
+           ) -> list[tuple[ShiftLayer, ShiftLayer]]:
+    ref = {layer.path: layer for layer in reference}
+    pairs = []
+    for layer in layers:
+        r = ref.get(layer.path)
+        if r is None or r.shift.shape != layer.shift.shape:
+            raise ValueError(f"{layer.path}: no reference layer of shape {layer.shift.shape}")
+        pairs.append((layer, r))
+    return pairs
+
+
+def _change(pairs: Sequence[tuple[ShiftLayer, ShiftLayer]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for i, name in enumerate(AXIS_NAMES):
+        sel = [(a.shift[:, i], b.shift[:, i]) for a, b in pairs if name[1] in a.axes]
+        if not sel:
+            out.update({f"mean_abs_change_{name}": None, f"max_abs_change_{name}": None,
+                        f"mean_change_abs_{name}": None, f"frac_abs_{name}_grew": None})
+            continue
+        a, b = (np.concatenate(v) for v in zip(*sel))
+        out[f"mean_abs_change_{name}"] = float(np.mean(np.abs(a - b)))
+        out[f"max_abs_change_{name}"] = float(np.max(np.abs(a - b)))
+        out[f"mean_change_abs_{name}"] = float(np.mean(np.abs(a) - np.abs(b)))
+        out[f"frac_abs_{name}_grew"] = float(np.mean(np.abs(a) > np.abs(b)))
+        if name == "dt":
+            out["frac_dt_crossed_0.5"] = float(np.mean((np.abs(a) > THRESHOLD)
+                                                       != (np.abs(b) > THRESHOLD)))
+    return out
+
+
+def change_stats(layers: Sequence[ShiftLayer], reference: Sequence[ShiftLayer]
+                 ) -> dict[str, dict]:
+    """How far the shifts moved from `reference` (e.g. the initialisation), per stage and "all":
+    per axis the mean and max |d - d_ref|, the mean change of |d| (> 0: shifts grew), the fraction
+    of channels whose |d| grew, and for dt the fraction that crossed |dt| = 0.5. A ValueError if a
+    layer has no reference of the same path and shape."""
+    pairs = _pairs(layers, reference)
+    groups: dict[str, list] = {}
+    for pair in pairs:
+        groups.setdefault(_stage_name(pair[0].stage), []).append(pair)
+    out = {name: _change(group) for name, group in groups.items()}
+    out["all"] = _change(pairs)
+    return out
+
+
 def aq_fractions(variables: Mapping) -> dict[str, dict[str, float | None]]:
     """Per AttentionShift layer ("layer2_block0/attention_shift"): "expected", the expected
     fraction of channels shifted in time at the layer's temperature (budget_stats, what the
@@ -152,7 +198,8 @@ def aq_fractions(variables: Mapping) -> dict[str, dict[str, float | None]]:
 def summary(variables: Mapping, *, reference: Mapping | None = None,
             budget: float | None = None) -> dict:
     """Plain-dict summary: per-stage and per-layer statistics, AQ fractions (if any) with the
-    budget, and the same for `reference` (e.g. the initialisation) under "reference"."""
+    budget, and the same for `reference` (e.g. the initialisation) under "reference", with the
+    change from it (`change_stats`) under "change"."""
     layers = collect_shifts(variables)
     out = {"stages": stage_stats(layers), "layers": layer_stats(layers)}
     fractions = aq_fractions(variables)
@@ -163,6 +210,7 @@ def summary(variables: Mapping, *, reference: Mapping | None = None,
         out["budget"] = budget
     if reference is not None:
         out["reference"] = summary(reference, budget=budget)
+        out["change"] = change_stats(layers, collect_shifts(reference))
     return out
 
 
@@ -203,22 +251,28 @@ def plot_scatter(layers: Sequence[ShiftLayer], prefix: str, *, per_figure: int =
     shift and are left out). Axis limits are shared, so layers compare. Writes PREFIX.png, or
     PREFIX_1.png, PREFIX_2.png, ... for more than `per_figure` layers; returns the paths."""
     plt = _pyplot()
+    from matplotlib.ticker import FixedLocator
+
     layers = [layer for layer in layers if "h" in layer.axes]
     if not layers:
         return []
     lim = max(1.0, float(max(np.abs(layer.shift).max() for layer in layers))) * 1.05
+    tick = max(t * 10.0 ** math.floor(math.log10(lim)) for t in (1, 2, 5)
+               if t * 10.0 ** math.floor(math.log10(lim)) <= lim)
     chunks = [layers[i:i + per_figure] for i in range(0, len(layers), per_figure)]
     paths = []
     for k, chunk in enumerate(chunks, start=1):
         rows = math.ceil(len(chunk) / cols)
-        fig = plt.figure(figsize=(2.4 * cols, 2.5 * rows + 0.4))
+        fig = plt.figure(figsize=(2.2 * cols, 2.3 * rows + 0.4))
         for i, layer in enumerate(chunk):
             d = layer.shift
             if layer.axes == "thw":
                 ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
-                ax.scatter(d[:, 0], d[:, 1], d[:, 2], s=3, alpha=0.6, color=_color(layer.stage),
+                ax.scatter(d[:, 0], d[:, 1], d[:, 2], s=2, color=_color(layer.stage),
                            depthshade=False)
                 ax.set_zlim(-lim, lim)
+                for axis in (ax.xaxis, ax.yaxis, ax.zaxis):  # few grid lines: smaller PNGs
+                    axis.set_major_locator(FixedLocator([-tick, 0.0, tick]))
                 ax.set_xlabel("dt", fontsize=7, labelpad=-10)
                 ax.set_ylabel("dh", fontsize=7, labelpad=-10)
                 ax.set_zlabel("dw", fontsize=7, labelpad=-10)
@@ -384,13 +438,45 @@ def plot_budget(fractions: Mapping[str, Mapping[str, float | None]], path: str, 
     return _save(fig, path, dpi)
 
 
+def plot_change(layers: Sequence[ShiftLayer], reference: Sequence[ShiftLayer], path: str, *,
+                title: str = "", dpi: int = 100) -> str:
+    """Per axis, each channel's change d - d_ref against its reference value d_ref, coloured by
+    stage: points rising to the right (change with the sign of d_ref) are shifts that grew."""
+    plt = _pyplot()
+    pairs = _pairs(layers, reference)
+    grew = change_stats(layers, reference)["all"]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for i, (ax, name) in enumerate(zip(axes, AXIS_NAMES)):
+        shown = set()
+        for a, b in pairs:
+            if name[1] not in a.axes:
+                continue
+            label = _stage_name(a.stage)
+            ax.scatter(b.shift[:, i], a.shift[:, i] - b.shift[:, i], s=2, alpha=0.5,
+                       color=_color(a.stage), label=None if label in shown else label)
+            shown.add(label)
+        ax.axhline(0, color="k", linewidth=0.5)
+        frac = grew[f"frac_abs_{name}_grew"]
+        ax.set_title(f"{name}: |{name}| grew in {frac:.0%} of channels" if frac is not None
+                     else f"{name}: not learned", fontsize=9)
+        ax.set_xlabel(f"{name} at init", fontsize=8)
+        ax.set_ylabel("learned - init", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7, markerscale=3)
+    fig.suptitle(f"{title}: change of each channel's shift from the initialisation".lstrip(": "),
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
 def write_all(variables: Mapping, out_dir: str, *, reference: Mapping | None = None,
               budget: float | None = None, title: str = "", extra: Mapping | None = None,
               dpi: int = 100) -> list[str]:
     """Writes into `out_dir` (created if missing): shifts_3d[_k].png (scatter), histograms.png,
-    temporal_fraction.png, budget.png (AQ models only) and summary.json (`summary`, plus `extra`
-    such as the run's step). `reference` (e.g. the initialisation) is drawn beside the learned
-    values. Returns the paths written; a ValueError if the model has no shift layer."""
+    temporal_fraction.png, change.png (with a reference), budget.png (AQ models only) and
+    summary.json (`summary`, plus `extra` such as the run's step). `reference` (e.g. the
+    initialisation) is drawn beside the learned values. Returns the paths written; a ValueError if
+    the model has no shift layer."""
     layers = collect_shifts(variables)
     if not layers:
         raise ValueError("no shift layer in these variables (no RubiksShift or AttentionShift)")
@@ -401,6 +487,9 @@ def write_all(variables: Mapping, out_dir: str, *, reference: Mapping | None = N
                                  reference=ref_layers, title=title, dpi=dpi))
     paths.append(plot_temporal_fraction(layers, os.path.join(out_dir, "temporal_fraction.png"),
                                         reference=ref_layers, title=title, dpi=dpi))
+    if ref_layers is not None:
+        paths.append(plot_change(layers, ref_layers, os.path.join(out_dir, "change.png"),
+                                 title=title, dpi=dpi))
     data = summary(variables, reference=reference, budget=budget)
     if "aq" in data:
         paths.append(plot_budget(data["aq"], os.path.join(out_dir, "budget.png"), budget=budget,

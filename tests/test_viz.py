@@ -104,6 +104,30 @@ def test_stage_stats_match_numpy(tiny):
     assert len({stats[n]["mean_abs_dh"] for n in groups}) == len(groups)
 
 
+def test_change_stats_match_numpy(tiny):
+    model, variables = tiny
+    reference = _variables(model, seed=3)
+    change = viz.change_stats(viz.collect_shifts(variables), viz.collect_shifts(reference))
+    for name, blocks in (("layer3", [f"layer3_block{b}" for b in range(6)]),
+                         ("all", _expected_order())):
+        a, r = (np.concatenate([v["params"][b]["shift"]["shift"] for b in blocks]).astype(float)
+                for v in (variables, reference))
+        c = change[name]
+        for i, axis in enumerate(("dt", "dh", "dw")):
+            assert c[f"mean_abs_change_{axis}"] == pytest.approx(np.abs(a - r)[:, i].mean())
+            assert c[f"max_abs_change_{axis}"] == pytest.approx(np.abs(a - r)[:, i].max())
+            assert c[f"mean_change_abs_{axis}"] == pytest.approx(
+                (np.abs(a) - np.abs(r))[:, i].mean(), rel=1e-9)
+            assert c[f"frac_abs_{axis}_grew"] == pytest.approx(np.mean(np.abs(a[:, i]) >
+                                                                       np.abs(r[:, i])))
+        assert c["frac_dt_crossed_0.5"] == pytest.approx(
+            np.mean((np.abs(a[:, 0]) > 0.5) != (np.abs(r[:, 0]) > 0.5)))
+    same = viz.change_stats(viz.collect_shifts(variables), viz.collect_shifts(variables))
+    assert same["all"]["max_abs_change_dt"] == 0 and same["all"]["frac_abs_dh_grew"] == 0
+    with pytest.raises(ValueError, match="no reference layer"):
+        viz.change_stats(viz.collect_shifts(variables), viz.collect_shifts(variables)[1:])
+
+
 def test_aq_layers_temporal_from_winning_tap_spatial_apart(tiny_aq):
     _, variables = tiny_aq
     layers = {layer.path: layer for layer in viz.collect_shifts(variables)}
@@ -162,7 +186,8 @@ def test_write_all_writes_figures_and_summary(tiny, tmp_path):
     paths = viz.write_all(variables, str(tmp_path), reference=reference, title="tiny",
                           extra={"step": 7})
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["histograms.png", "shifts_3d.png", "summary.json", "temporal_fraction.png"]
+    assert names == ["change.png", "histograms.png", "shifts_3d.png", "summary.json",
+                     "temporal_fraction.png"]
     for p in paths:
         assert os.path.getsize(p) > 2000, p
         if p.endswith(".png"):
@@ -173,6 +198,9 @@ def test_write_all_writes_figures_and_summary(tiny, tmp_path):
     assert data["reference"]["stages"]["all"]["mean_abs_dt"] == pytest.approx(
         viz.stage_stats(viz.collect_shifts(reference))["all"]["mean_abs_dt"])
     assert [r["path"] for r in data["layers"]] == [f"{b}/shift" for b in _expected_order()]
+    assert data["change"]["all"]["max_abs_change_dw"] == pytest.approx(
+        viz.change_stats(viz.collect_shifts(variables),
+                         viz.collect_shifts(reference))["all"]["max_abs_change_dw"])
 
 
 def test_write_all_aq_draws_the_budget(tiny_aq, tmp_path):
