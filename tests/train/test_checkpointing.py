@@ -1,5 +1,8 @@
 """Checkpoints: Orbax ranks evaluated checkpoints by top-1 across restarts; which step a name
-means."""
+means; a checkpoint that does not restore intact is set aside; room for two checkpoints."""
+
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -41,3 +44,33 @@ def test_find_step(tmp_path):
     with pytest.raises(ValueError, match="no such checkpoint"):
         checkpointing.find_step(mngr, "3")
     mngr.close()
+
+
+def test_a_non_finite_or_unreadable_checkpoint_is_set_aside_for_the_one_before(tmp_path):
+    mngr = checkpointing.manager(str(tmp_path))
+    checkpointing.save(mngr, 2, _state(2), data_step=2)
+    checkpointing.save(mngr, 4, _state(4), data_step=4)
+    checkpointing.save(mngr, 6, _state(float("nan")), data_step=6)
+    checkpointing.wait(mngr)
+    with pytest.raises(checkpointing.CheckpointError, match="checkpoints/6: w has values"):
+        checkpointing.restore(mngr, 6, _state(0))
+    os.remove(os.path.join(tmp_path, "checkpoints", "4", "meta", "metadata"))  # unreadable
+    logged = []
+    state, data_step, step = checkpointing.restore_latest_intact(mngr, _state(0), str(tmp_path),
+                                                                 log=logged.append)
+    assert (step, data_step) == (2, 2) and state["w"][0] == 2
+    assert sorted(os.listdir(os.path.join(tmp_path, checkpointing.QUARANTINE))) == ["4", "6"]
+    assert "checkpoint 6 cannot be restored" in logged[0] and "not finite" in logged[0]
+    assert mngr.all_steps() == [2]
+    mngr.close()
+
+
+def test_free_space_for_two_checkpoints_is_checked(tmp_path, monkeypatch):
+    state = {"w": np.zeros((1024, 1024), np.float32)}  # 4 MiB
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: usage._replace(free=6 * 2**20))
+    with pytest.raises(checkpointing.CheckpointError, match="6.0 MiB free, but 2 checkpoints of "
+                                                            "this run need 8.0 MiB"):
+        checkpointing.check_free_space(str(tmp_path), state)
+    checkpointing.check_free_space(str(tmp_path), state, copies=1)

@@ -122,6 +122,51 @@ def test_aq_step_sets_temperature_and_budget_loss_lowers_the_budget():
     assert after < at_half and abs(at_init - at_half) > 1e-4
 
 
+def test_a_non_finite_step_changes_nothing_but_the_step_counter():
+    import functools
+
+    import jax
+
+    from rubiks_jax import optim
+    from rubiks_jax.layers import RubiksShiftBlock
+    from rubiks_jax.models import get_loss
+
+    class Small(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.Conv(8, (3, 3), (2, 2), use_bias=False)(x)
+            x = RubiksShiftBlock(8, 1, bn_axis_name=steps.AXIS)(x, train)
+            return jnp.mean(nn.Dense(5)(jnp.mean(x, axis=(2, 3))), axis=1)
+
+    rng = np.random.default_rng(0)
+    video = rng.standard_normal((1, 4, 4, 8, 8, 3)).astype(np.float32)
+    label = jnp.asarray(rng.integers(0, 5, (1, 4)), jnp.int32)
+    model = Small()
+    v = model.init(jax.random.PRNGKey(0), jnp.asarray(video[0, :1]))
+    tx, _ = optim.make_optimizer(base_lr=0.1, steps_per_epoch=10, warmup_epochs=0,
+                                 decay_epochs=(5,), params=v["params"], kind="adam")
+    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                             batch_stats=v["batch_stats"], temperature={},
+                             opt_state=tx.init(v["params"]))
+    step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx,
+                                      loss_fn=get_loss("rubiksnet")),
+                    axis_name=steps.AXIS, devices=jax.devices()[:1])
+    rngs = flax.jax_utils.replicate(jax.random.PRNGKey(1), jax.devices()[:1])
+    before = flax.jax_utils.replicate(state, jax.devices()[:1])
+    bad = video.copy()
+    bad[0, 2, 1, 3, 3, 0] = np.nan  # one pixel of one clip
+    after, metrics = step(before, {"video": jnp.asarray(bad), "label": label}, rngs)
+    assert not bool(metrics["finite"][0])
+    assert int(after.step[0]) == 1
+    for a, b in zip(jax.tree_util.tree_leaves((after.params, after.batch_stats, after.opt_state)),
+                    jax.tree_util.tree_leaves((state.params, state.batch_stats, state.opt_state))):
+        np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b))
+    good, metrics = step(after, {"video": jnp.asarray(video), "label": label}, rngs)
+    assert bool(metrics["finite"][0]) and int(good.step[0]) == 2
+    kernel = lambda s: np.asarray(jax.tree_util.tree_leaves(s.params)[0])
+    assert not np.array_equal(kernel(good)[0], kernel(state))
+
+
 def test_views_are_combined_as_softmax_scores_or_as_logits():
     """Ours averages the views' softmax scores, the published code their logits: two views whose
     logits are (10, 9, 0) and (0, 9, 9.9) give class 0 by scores and class 1 by logits."""
