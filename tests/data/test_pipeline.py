@@ -89,3 +89,19 @@ def test_process_shards_partition_the_split(builder):
 def test_unprepared_foreign_data_set_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"'ucf101/ucf101_1' is not prepared in .*tfds build"):
         pipeline.get_builder(pipeline.DataConfig(name="ucf101/ucf101_1", data_dir=str(tmp_path)))
+
+
+def test_processes_split_each_global_train_batch_like_one_process_would(builder):
+    """Two processes of 4 clips each see, in order, the two halves of the 8-clip global batch one
+    process draws (same seed): the same examples and the same augmentation, from any step."""
+    cfg = _cfg(builder)
+    for start in (0, 3):
+        whole = list(pipeline.tfds.as_numpy(pipeline.train_dataset(
+            builder, cfg, 8, seed=5, start_step=start).take(3)))
+        parts = [list(pipeline.tfds.as_numpy(pipeline.train_dataset(
+            builder, cfg, 4, seed=5, start_step=start, process_index=p, process_count=2).take(3)))
+            for p in range(2)]
+        for k in range(3):
+            for key in ("video", "label"):
+                np.testing.assert_array_equal(
+                    np.concatenate([parts[0][k][key], parts[1][k][key]]), whole[k][key])
