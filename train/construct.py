@@ -1,12 +1,15 @@
-"""What a run is made of, built from its config: config I/O, the data set, the model and its loss
-(the rubiks_jax.models registry), the optimizer with its schedules, the initial train state.
+"""What a run is made of, built from its config: config I/O (and --config.KEY=VALUE overrides),
+the class names a workdir keeps, the data set, the model and its loss (the rubiks_jax.models
+registry), the optimizer with its schedules, the initial train state.
 
-    parts = build(config)        # or build(load_config(workdir)) for a trained run
+    parts = build(config)        # training: reads the data set
+    parts = assemble(load_config(workdir), load_class_names(workdir, config), 1)  # no data
     parts.model, parts.loss_fn, parts.tx, parts.state, ...
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime
 import json
@@ -27,6 +30,7 @@ from rubiks_jax.models import registry
 from train import checkpointing, steps
 
 CONFIG_FILE = "config.json"
+CLASSES_FILE = "classes.json"  # the run's class names: a workdir needs no data set to predict
 
 
 # ------------------------------------------------------------------------------------------------
@@ -55,9 +59,11 @@ FIXED_KEYS = ("model.arch", "model.tier", "model.variant", "model.depth",
               "model.learn_temporal_shift", "data.name", "data.num_frames", "data.crop_size",
               "optim.kind")
 # Keys that change neither the parameters nor the results: a resume may change them freely.
+# accumulate_steps too: the step's batch, learning rate and data order stay; only BatchNorm's batch
+# shrinks (moving a run to a smaller GPU is what it is for).
 FREE_KEYS = ("progress_bar", "log_every_steps", "checkpoint_every_steps", "keep_latest",
              "keep_best", "eval_batch_size", "max_train_steps", "max_bad_steps", "init_from",
-             "data.data_dir", "data.manual_dir", "model.impl")
+             "data.data_dir", "data.manual_dir", "model.impl", "optim.accumulate_steps")
 CONFIG_HISTORY = "config_history"
 
 
@@ -133,6 +139,66 @@ def record_config(config: ml_collections.ConfigDict, workdir: str,
                   f"{history})", flush=True)
 
 
+OVERRIDE_PREFIX = "--config."
+
+
+def apply_overrides(config: ml_collections.ConfigDict, args: list[str]
+                    ) -> ml_collections.ConfigDict:
+    """A copy of `config` with `--config.a.b=VALUE` arguments applied (a saved run's config.json
+    read back; the inference CLIs take them, e.g. a moved data_dir). VALUE is read as the type the
+    key has: int, float, bool (true/false/1/0), str, or tuple/list ("(26, 36)", "26,36", "26").
+    ConfigError names an unknown key or a value of the wrong type; nothing is written."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for arg in args:
+        if not arg.startswith(OVERRIDE_PREFIX) or "=" not in arg:
+            raise ConfigError(f"{arg}: a config override is {OVERRIDE_PREFIX}KEY=VALUE")
+        key, text = arg[len(OVERRIDE_PREFIX):].split("=", 1)
+        parts = key.split(".")
+        node = config
+        for i, part in enumerate(parts):
+            if not isinstance(node, ml_collections.ConfigDict):
+                raise ConfigError(f"{OVERRIDE_PREFIX}{key}: config.{'.'.join(parts[:i])} is a "
+                                  "value, not a group")
+            if part not in node:
+                where = ".".join(["config"] + parts[:i])
+                raise ConfigError(f"{OVERRIDE_PREFIX}{key}: no such config key ({where} has: "
+                                  f"{', '.join(sorted(node.keys()))})")
+            if i < len(parts) - 1:
+                node = node[part]
+        leaf = parts[-1]
+        if isinstance(node[leaf], ml_collections.ConfigDict):
+            raise ConfigError(f"{OVERRIDE_PREFIX}{key}: config.{key} is a group, not a value")
+        try:
+            value = _parse_like(node[leaf], text)
+        except (ValueError, SyntaxError) as err:
+            raise ConfigError(f"{OVERRIDE_PREFIX}{key}={text}: expected "
+                              f"{type(node[leaf]).__name__} like {node[leaf]!r}") from err
+        node[leaf] = value
+    return config
+
+
+def _parse_like(current, text: str):
+    """`text` as a value of `current`'s type (the config's own value decides how to read it)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1")
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, (tuple, list)):
+        value = ast.literal_eval(text) if text.strip() else ()
+        value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        return type(current)(value)
+    if isinstance(current, str):
+        return text
+    try:  # None (a key the config leaves unset): any literal, else the text
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 # ------------------------------------------------------------------------------------------------
 # Checks that need no data
 
@@ -160,6 +226,10 @@ def check_config(config: ml_collections.ConfigDict, process_count: int = 1,
          f"must divide evenly over {process_count} processes x {local_devices} devices")
     need(config.eval_batch_size % devices == 0, "eval_batch_size",
          f"must divide evenly over {process_count} processes x {local_devices} devices")
+    k = o.accumulate_steps
+    need(k > 0 and (o.batch_size // devices) % k == 0, "optim.accumulate_steps",
+         f"must divide the per-device batch (optim.batch_size={o.batch_size} over {devices} "
+         f"devices: {o.batch_size // devices})")
     need(o.kind in ("sgd", "adam"), "optim.kind", "must be 'sgd' or 'adam'")
     need(config.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
          "must be float32, bfloat16 or float16")
@@ -272,6 +342,55 @@ def load_data(config: ml_collections.ConfigDict
 
 
 # ------------------------------------------------------------------------------------------------
+# Class names: a workdir keeps its own, so inference needs no data set
+
+
+def save_class_names(names: list[str], workdir: str) -> None:
+    """Writes WORKDIR/classes.json (process 0), atomically. A run's names never change: DataError
+    when the file holds others (a data set rebuilt with other classes under the same name)."""
+    path = os.path.join(workdir, CLASSES_FILE)
+    if os.path.exists(path):
+        check_class_names(_read_class_names(path), names, path)
+        return
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            json.dump(list(names), f, indent=1)
+        os.replace(path + ".tmp", path)
+
+
+def check_class_names(expected: list[str], found: list[str], where: str) -> None:
+    """DataError unless `found` (a data set's) are the run's class names `expected`, in order: a
+    checkpoint's classifier rows are tied to them."""
+    if list(expected) != list(found):
+        diff = next((i for i, (a, b) in enumerate(zip(expected, found)) if a != b),
+                    min(len(expected), len(found)))
+        raise DataError(f"{where}: the run's {len(expected)} classes differ from the data set's "
+                        f"{len(found)} (first difference at index {diff})")
+
+
+def load_class_names(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """The class names of a training workdir: WORKDIR/classes.json, else (a workdir written before
+    the file existed) those of the run's data set if it is prepared; it is never prepared here.
+    FileNotFoundError says what is missing."""
+    path = os.path.join(workdir, CLASSES_FILE)
+    if os.path.exists(path):
+        return _read_class_names(path)
+    try:
+        builder = pipeline.get_builder(dataclasses.replace(data_config(config), prepare=False))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{path} not found, and the run's data set cannot give the class names either: {err}. "
+            "Point --config.data.data_dir to the prepared data set, or write the names (a JSON "
+            "list, in label order) to that file.") from err
+    return builder.info.features["label"].names
+
+
+def _read_class_names(path: str) -> list[str]:
+    with open(path) as f:
+        return list(json.load(f))
+
+
+# ------------------------------------------------------------------------------------------------
 # Model, optimizer, state
 
 
@@ -310,7 +429,7 @@ class Components:
     """A run built from its config; `state` is step 0, freshly initialised from config.seed."""
 
     config: ml_collections.ConfigDict
-    builder: tfds.core.DatasetBuilder
+    builder: tfds.core.DatasetBuilder | None   # None: built without the data set (inference)
     data: pipeline.DataConfig
     class_names: list[str]
     model: nn.Module
@@ -325,11 +444,19 @@ class Components:
 
 def build(config: ml_collections.ConfigDict) -> Components:
     """The data set (prepared if it is ours), model, loss, optimizer, initial state of `config`."""
-    builder, data, names = load_data(config)
-    model = registry.create_model(config.model, len(names), num_frames=config.data.num_frames,
-                                  bn_axis_name=steps.AXIS)
-    num_train = builder.info.splits[data.train_split].num_examples
-    steps_per_epoch = max(1, num_train // config.optim.batch_size)
+    builder, _, names = load_data(config)
+    num_train = builder.info.splits[config.data.train_split].num_examples
+    return assemble(config, names, max(1, num_train // config.optim.batch_size), builder)
+
+
+def assemble(config: ml_collections.ConfigDict, class_names: list[str], steps_per_epoch: int,
+             builder: tfds.core.DatasetBuilder | None = None) -> Components:
+    """Model, loss, optimizer and initial state of `config` for `class_names`, reading no data.
+    `steps_per_epoch` shapes the learning-rate and temperature schedules only, not the structure
+    of the state (inference, which restores a checkpoint into it, may pass any)."""
+    data = data_config(config, class_names)
+    model = registry.create_model(config.model, len(class_names),
+                                  num_frames=config.data.num_frames, bn_axis_name=steps.AXIS)
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     clip = jnp.zeros((1, data.num_frames, data.crop_size, data.crop_size, 3), jnp.float32)
     variables = model.init(init_rng, clip, train=False)
@@ -338,7 +465,8 @@ def build(config: ml_collections.ConfigDict) -> Components:
     temperature_fn = optim.temperature_schedule(config.temperature.initial,
                                                 config.temperature.final,
                                                 steps_per_epoch * config.optim.num_epochs)
-    return Components(config=config, builder=builder, data=data, class_names=names, model=model,
-                      loss_fn=registry.get_loss(config.model), tx=tx, schedules=schedules,
-                      temperature_fn=temperature_fn, state=initial_state(variables, tx),
-                      dropout_rng=dropout_rng, steps_per_epoch=steps_per_epoch)
+    return Components(config=config, builder=builder, data=data, class_names=list(class_names),
+                      model=model, loss_fn=registry.get_loss(config.model), tx=tx,
+                      schedules=schedules, temperature_fn=temperature_fn,
+                      state=initial_state(variables, tx), dropout_rng=dropout_rng,
+                      steps_per_epoch=steps_per_epoch)

@@ -41,32 +41,58 @@ class TrainState:
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, loss_fn: LossFn,
-               temperature_fn: Callable[[jax.Array], jax.Array] | None = None
-               ) -> tuple[TrainState, dict]:
+               temperature_fn: Callable[[jax.Array], jax.Array] | None = None,
+               accumulate_steps: int = 1) -> tuple[TrainState, dict]:
     """One optimizer step on this device's share of {"video": (B, T, H, W, 3), "label": (B,)}.
 
     temperature_fn(step) is written into the model's temperature first (a no-op for models without
-    one). Returns the new state and metrics averaged over devices: "loss", the loss's own metrics
-    ("cross_entropy", AQ's "budget") and "accuracy", and "finite" (False: the step was not applied).
+    one). With accumulate_steps = k > 1 the batch is cut into k micro-batches of B/k, run one after
+    the other (lax.scan: activations of B/k in memory) and their gradients averaged: the gradient of
+    the whole batch, one optimizer step. BatchNorm normalises each micro-batch by its own
+    statistics and updates the running ones k times in turn (as accumulation does in PyTorch).
+    Returns the new state and metrics averaged over devices (and micro-batches): "loss", the loss's
+    own metrics ("cross_entropy", AQ's "budget") and "accuracy", and "finite" (False: the step was
+    not applied).
     """
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
     variables = state.variables()
     if temperature_fn is not None:
         variables = set_temperature(variables, temperature_fn(state.step))
 
-    def objective(params):
-        current = {**variables, "params": params}
-        logits, updates = model.apply(current, batch["video"], train=True,
-                                      mutable=["batch_stats"], rngs={"dropout": rng})
-        loss, metrics = loss_fn(logits, batch["label"], current)
-        return loss, (logits, updates["batch_stats"], metrics)
+    def gradients(batch_stats, micro: dict, rng: jax.Array):
+        """(updated BatchNorm statistics, gradients, metrics) of one (micro-)batch."""
+        def objective(params):
+            current = {**variables, "params": params, "batch_stats": batch_stats}
+            logits, updates = model.apply(current, micro["video"], train=True,
+                                          mutable=["batch_stats"], rngs={"dropout": rng})
+            loss, metrics = loss_fn(logits, micro["label"], current)
+            metrics = {"loss": loss, **metrics,
+                       "accuracy": jnp.mean(jnp.argmax(logits, -1) == micro["label"])}
+            return loss, (updates.get("batch_stats", {}), metrics)
 
-    (loss, (logits, batch_stats, metrics)), grads = jax.value_and_grad(
-        objective, has_aux=True)(state.params)
+        (_, (batch_stats, metrics)), grads = jax.value_and_grad(
+            objective, has_aux=True)(state.params)
+        return batch_stats, grads, metrics
+
+    if accumulate_steps == 1:
+        batch_stats, grads, metrics = gradients(state.batch_stats, batch, rng)
+    else:
+        k = accumulate_steps
+        micro = jax.tree_util.tree_map(lambda x: x.reshape((k, -1) + x.shape[1:]), batch)
+
+        def accumulate(carry, xs):
+            batch_stats, total = carry
+            i, mb = xs
+            batch_stats, grads, metrics = gradients(batch_stats, mb, jax.random.fold_in(rng, i))
+            return (batch_stats, jax.tree_util.tree_map(jnp.add, total, grads)), metrics
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        (batch_stats, total), metrics = jax.lax.scan(
+            accumulate, (state.batch_stats, zeros), (jnp.arange(k), micro))
+        grads = jax.tree_util.tree_map(lambda g: g / k, total)
+        metrics = jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
     grads = jax.lax.pmean(grads, AXIS)  # the shift-gradient normalisation runs after this, in tx
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    metrics = {"loss": loss, **metrics,
-               "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
     metrics = jax.lax.pmean(metrics, AXIS)
     # A step whose loss, gradients or BatchNorm statistics are not finite on any device changes
     # nothing but the step counter (the data stream stays aligned); the trainer stops the run or

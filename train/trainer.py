@@ -64,6 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     mngr = checkpointing.manager(workdir, config.keep_latest, config.keep_best)
     construct.record_config(config, workdir, allow_config_change, step=mngr.latest_step())
     run = construct.build(config)
+    construct.save_class_names(run.class_names, workdir)  # inference then needs no data set
     construct.check_data(run.builder, run.data)
     checkpointing.check_free_space(workdir, run.state)
     o = config.optim
@@ -91,7 +92,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     log = MetricsLog(workdir, enabled=lead)
     p_train = jax.pmap(functools.partial(steps.train_step, model=run.model, tx=run.tx,
-                                         loss_fn=run.loss_fn, temperature_fn=run.temperature_fn),
+                                         loss_fn=run.loss_fn, temperature_fn=run.temperature_fn,
+                                         accumulate_steps=o.accumulate_steps),
                        axis_name=steps.AXIS, donate_argnums=(0,))
     eval_fn = evaluation.make_eval_fn(run.model)
     state_repl = flax.jax_utils.replicate(state)

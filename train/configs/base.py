@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict()
     c.optim.kind = "sgd"                       # sgd (the published recipe) | adam
     c.optim.batch_size = 64                    # global, over all devices and processes
+    c.optim.accumulate_steps = 1               # micro-batches per step: gradients of k slices
+                                               # of each device's batch averaged (memory of
+                                               # batch/k; BatchNorm normalises per micro-batch)
     c.optim.base_lr = 0.025                    # for reference_batch; scaled linearly
     c.optim.reference_batch = 64
     c.optim.momentum = 0.9
