@@ -376,13 +376,19 @@ def load_class_names(workdir: str, config: ml_collections.ConfigDict) -> list[st
     if os.path.exists(path):
         return _read_class_names(path)
     try:
-        builder = pipeline.get_builder(dataclasses.replace(data_config(config), prepare=False))
+        return dataset_class_names(config)
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{path} not found, and the run's data set cannot give the class names either: {err}. "
             "Point --config.data.data_dir to the prepared data set, or write the names (a JSON "
             "list, in label order) to that file.") from err
-    return builder.info.features["label"].names
+
+
+def dataset_class_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The class names of the config's data set, which must be prepared (FileNotFoundError
+    otherwise: it is not prepared here)."""
+    builder = pipeline.get_builder(dataclasses.replace(data_config(config), prepare=False))
+    return list(builder.info.features["label"].names)
 
 
 def _read_class_names(path: str) -> list[str]:

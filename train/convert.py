@@ -6,8 +6,9 @@ BatchNorm statistics and AQ temperatures; a fresh optimizer state). train.evalua
 and config.init_from (fine-tuning) read it as they read a trained run.
 
 The config names the data set the model is evaluated on, which must have the checkpoint's classes;
-its model tier, variant and frame count are set from the checkpoint. Without --config: 174 classes
-take train/configs/ssv2.py:<tier>[_aq], 400 classes train/configs/kinetics400.py.
+its model tier, variant and frame count are set from the checkpoint. If that data set is prepared,
+its class names are written to classes.json (prediction then needs no data set). Without --config:
+174 classes take train/configs/ssv2.py:<tier>[_aq], 400 classes train/configs/kinetics400.py.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def write_workdir(checkpoint: str, workdir: str,
     config.model.tier = model.tier
     config.model.variant = model.variant
     config.data.num_frames = model.num_frames
+    names = _class_names(config, model.num_classes)
     # The optimizer's state only has to have the structure construct.build gives it (restoring
     # needs that); steps_per_epoch shapes the schedules, not the state.
     tx, _ = construct.make_optimizer(config, variables["params"], steps_per_epoch=1)
@@ -67,7 +69,22 @@ def write_workdir(checkpoint: str, workdir: str,
     mngr.wait_until_finished()
     mngr.close()
     construct.save_config(config, workdir)
+    if names is not None:
+        construct.save_class_names(names, workdir)
     return config
+
+
+def _class_names(config: ml_collections.ConfigDict, num_classes: int) -> list[str] | None:
+    """The class names of the config's data set if it is prepared (None otherwise: inference then
+    reads them from the data set once it is); ValueError when it has another number of classes."""
+    try:
+        names = construct.dataset_class_names(config)
+    except FileNotFoundError:
+        return None
+    if len(names) != num_classes:
+        raise ValueError(f"the checkpoint has {num_classes} classes, the data set of the config "
+                         f"({config.data.name}) has {len(names)}")
+    return names
 
 
 def main(argv):
@@ -78,6 +95,10 @@ def main(argv):
     config = write_workdir(argv[1], FLAGS.workdir, FLAGS.config)
     print(f"wrote {FLAGS.workdir}: RubiksNet-{config.model.tier} {config.model.variant}, "
           f"{config.data.num_frames} frames, data set {config.data.name}")
+    if not os.path.exists(os.path.join(FLAGS.workdir, construct.CLASSES_FILE)):
+        print(f"no {construct.CLASSES_FILE}: {config.data.name} is not prepared in "
+              f"{config.data.data_dir or 'the TFDS default directory'}; prediction reads the class "
+              "names from it once it is")
 
 
 if __name__ == "__main__":

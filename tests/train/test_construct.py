@@ -78,3 +78,58 @@ def test_run_control_keys_change_freely_on_resume(tmp_path):
     assert construct.load_config(workdir).data.data_dir == "/moved/data"
     construct.record_config(moved, workdir, step=6)  # identical: nothing kept twice
     assert len(os.listdir(os.path.join(workdir, construct.CONFIG_HISTORY))) == 1
+
+
+def test_overrides_apply_to_a_saved_config_with_its_types(tmp_path):
+    construct.save_config(small_config("/old/place"), str(tmp_path))
+    saved = construct.load_config(str(tmp_path))  # through JSON: tuples come back as lists
+    config = construct.apply_overrides(saved, [
+        "--config.data.data_dir=/new/place", "--config.eval_batch_size=6",
+        "--config.optim.base_lr=0.5", "--config.progress_bar=true",
+        "--config.optim.decay_epochs=(3, 4)", "--config.data.flip_pairs=0-1"])
+    assert (config.data.data_dir, config.eval_batch_size, config.optim.base_lr,
+            config.progress_bar, list(config.optim.decay_epochs), config.data.flip_pairs) == (
+        "/new/place", 6, 0.5, True, [3, 4], "0-1")
+    assert saved.data.data_dir == "/old/place"  # a copy
+    assert construct.apply_overrides(saved, ["--config.optim.decay_epochs=7"]).optim.decay_epochs \
+        == [7]
+    for arg, message in [
+            ("--config.data.dat_dir=/x", "--config.data.dat_dir: no such config key (config.data "
+                                         "has: crop_size, data_dir,"),
+            ("--config.nope.x=1", "--config.nope.x: no such config key (config has: "
+                               "checkpoint_every_steps, data,"),
+            ("--config.seed.x=1", "--config.seed.x: config.seed is a value, not a group"),
+            ("--config.data=1", "--config.data: config.data is a group"),
+            ("--config.eval_batch_size=six", "--config.eval_batch_size=six: expected int like 8"),
+            ("--config.progress_bar=maybe", "expected bool"),
+            ("--config.seed", "a config override is --config.KEY=VALUE")]:
+        with pytest.raises(construct.ConfigError) as err:
+            construct.apply_overrides(saved, [arg])
+        assert message in str(err.value), arg
+
+
+def test_class_names_are_kept_and_never_change(tmp_path):
+    workdir = str(tmp_path)
+    construct.save_class_names(["a", "b"], workdir)
+    construct.save_class_names(["a", "b"], workdir)  # a resume: the same names
+    assert construct.load_class_names(workdir, small_config("/nonexistent/data")) == ["a", "b"]
+    with pytest.raises(construct.DataError, match="the run's 2 classes differ from the data set's "
+                                                   r"2 \(first difference at index 1\)"):
+        construct.save_class_names(["a", "c"], workdir)
+    with pytest.raises(FileNotFoundError, match="classes.json not found, and the run's data set"):
+        construct.load_class_names(str(tmp_path / "old_run"), small_config("/nonexistent/data"))
+
+
+@pytest.mark.parametrize("k, batch, devices, ok", [(1, 8, 1, True), (4, 8, 1, True),
+                                                    (4, 8, 2, True), (4, 8, 4, False),
+                                                    (3, 8, 1, False), (0, 8, 1, False)])
+def test_accumulate_steps_must_divide_the_per_device_batch(k, batch, devices, ok):
+    config = small_config("/nonexistent/data")
+    config.optim.accumulate_steps = k
+    config.optim.batch_size = batch
+    if ok:
+        construct.check_config(config, process_count=1, local_devices=devices)
+        return
+    with pytest.raises(construct.ConfigError, match=f"config.optim.accumulate_steps={k}: must "
+                                                    "divide the per-device batch"):
+        construct.check_config(config, process_count=1, local_devices=devices)

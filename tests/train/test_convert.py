@@ -1,6 +1,8 @@
 """A published checkpoint converted into a workdir (python -m train.convert): evaluation, prediction
 and fine-tuning (init_from) read it as a trained run, with the converted variables."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from rubiks_jax.convert import from_official
 from rubiks_jax.data.builders.synthetic import CLASSES, render_clip
 from tests.test_convert import _clip, _official_file
-from tests.train.synthetic_runs import cli
+from tests.train.synthetic_runs import cli, small_config
 from train import checkpointing, construct, inference
 from train.convert import default_config, write_workdir
 
@@ -17,6 +19,7 @@ def test_converted_workdir_is_a_run(data_dir, tmp_path):
     import tensorflow as tf
 
     num_frames = 4
+    construct.load_data(small_config(data_dir))  # prepared: convert keeps its class names
     path, _ = _official_file(tmp_path, "tiny", "rubiks3d-aq", num_frames, _clip(num_frames, 32, 32),
                              num_classes=len(CLASSES))
     workdir = str(tmp_path / "converted")
@@ -29,6 +32,8 @@ def test_converted_workdir_is_a_run(data_dir, tmp_path):
     config = construct.load_config(workdir)
     assert (config.model.tier, config.model.variant, config.data.num_frames) == (
         "tiny", "rubiks3d_aq", num_frames)
+    assert construct.load_class_names(workdir, config) == list(CLASSES)  # from classes.json
+    assert os.path.exists(os.path.join(workdir, construct.CLASSES_FILE))
 
     _, variables = from_official(path)
     run, state, step = inference.restore(workdir, "best")
@@ -41,7 +46,7 @@ def test_converted_workdir_is_a_run(data_dir, tmp_path):
     frames.mkdir()
     for i, frame in enumerate(render_clip(np.random.default_rng(0), 1, 8, 32)):
         tf.io.write_file(str(frames / f"{i:03d}.png"), tf.io.encode_png(frame))
-    top = inference.predict(workdir, str(frames), "best", top=3)
+    [top] = inference.predict(workdir, [str(frames)], "best", top=3)
     assert len(top) == 3 and all(name in CLASSES for name, _ in top)
 
     # Fine-tuning from it: everything but the classifier.
@@ -72,6 +77,7 @@ def test_a_published_something_something_checkpoint_needs_no_config(tmp_path):
     config = construct.load_config(workdir)
     assert (config.data.name, config.model.tier, config.model.variant, config.data.num_frames,
             config.data.flip) == ("rubiks_ssv2", "small", "rubiks3d", 2, "swap_pairs")
+    assert not os.path.exists(os.path.join(workdir, construct.CLASSES_FILE))  # no data set here
     mngr = checkpointing.manager(workdir, read_only=True)
     saved, data_step = checkpointing.restore(mngr, checkpointing.find_step(mngr, "best"), None)
     _, variables = from_official(path)
