@@ -1,7 +1,7 @@
 """What the shifts learned: every shift layer's per-channel (dt, dh, dw) read from a model's
 variables, per-stage summaries and figures (the RubiksNet paper's Figure 6 style 3D scatter).
 
-    layers = collect_shifts(variables)   # [ShiftLayer("layer0_block0/shift", 0, (C, 3), "thw"), ...]
+    layers = collect_shifts(variables)   # [ShiftLayer("layer0_block0/shift", 0, (C, 3), "thw"), ..]
     stats = stage_stats(layers)          # {"layer0": {"mean_abs_dt": ..., ...}, ..., "all": ...}
     paths = write_all(variables, out_dir, reference=init_variables, budget=0.125)
 
@@ -103,6 +103,7 @@ def _abs_stats(layers: Sequence[ShiftLayer]) -> dict[str, float | int | None]:
     for i, name in enumerate(AXIS_NAMES):
         values = [np.abs(layer.shift[:, i]) for layer in layers if name[1] in layer.axes]
         v = np.concatenate(values) if values else None
+        out[f"channels_{name}"] = 0 if v is None else int(v.size)
         out[f"mean_abs_{name}"] = None if v is None else float(np.mean(v))
         out[f"median_abs_{name}"] = None if v is None else float(np.median(v))
         if name == "dt":
@@ -123,7 +124,8 @@ def _stage_name(stage: int | None) -> str:
 def stage_stats(layers: Sequence[ShiftLayer]) -> dict[str, dict]:
     """{"layer0": ..., "layer1": ..., "all": ...}: over the channels of the stage's layers, the mean
     and median of |dt|, |dh|, |dw| (only over layers that learn that axis; None if none does), the
-    fraction of channels with |dt| > 0.5, and the layer and channel counts."""
+    fraction of channels with |dt| > 0.5, the layer and channel counts ("channels": all the
+    stage's shift layers; "channels_dt" ...: those that learn the axis, which differ for AQ)."""
     groups: dict[str, list[ShiftLayer]] = {}
     for layer in layers:
         groups.setdefault(_stage_name(layer.stage), []).append(layer)
@@ -387,8 +389,10 @@ def plot_temporal_fraction(layers: Sequence[ShiftLayer], path: str, *,
     profile(layers, "-", "")
     if reference is not None:
         profile(reference, "--", " (init)")
+    # "layer2.1" for layer2_block1's shift, "layer2.1 att" for its AttentionShift (AQ).
     right.set_xticks(range(len(layers)),
-                     [layer.path.split("/")[0].replace("_block", ".") for layer in layers],
+                     [layer.path.split("/")[0].replace("_block", ".")
+                      + (" att" if layer.axes == "t" else "") for layer in layers],
                      rotation=90, fontsize=6)
     right.set_ylabel("frames / pixels", fontsize=8)
     right.set_title("mean |shift| per layer (network order)", fontsize=9)

@@ -148,6 +148,8 @@ def test_aq_layers_temporal_from_winning_tap_spatial_apart(tiny_aq):
     assert layers["layer2_block0/attention_shift"].channels == 54
     assert layers["layer2_block0/shift"].channels == 108
     stats = viz.stage_stats(list(layers.values()))
+    assert stats["layer2"]["channels_dt"] == 54 + 3 * 108  # the attention layers' C_in
+    assert stats["layer2"]["channels_dh"] == stats["layer2"]["channels_dw"] == 4 * 108
     d = layers["layer0_block0/attention_shift"].shift[:, 0]
     assert stats["layer0"]["frac_abs_dt_gt_0.5"] == pytest.approx(np.mean(d != 0))
     assert stats["layer0"]["mean_abs_dt"] == pytest.approx(np.mean(np.abs(d)))
@@ -167,8 +169,8 @@ def test_aq_fractions_match_budget_stats_and_inference_form(tiny_aq):
         assert f["hard"] == pytest.approx(np.mean(np.argmax(logits, axis=1) != 1))
     # The inference form stores the winning tap as `temporal_shift`: the same temporal shifts.
     _, deployed = to_inference(model, variables)
-    trained_t = {l.path: l.shift for l in viz.collect_shifts(variables) if l.axes == "t"}
-    deployed_t = {l.path: l.shift for l in viz.collect_shifts(deployed) if l.axes == "t"}
+    trained_t = {x.path: x.shift for x in viz.collect_shifts(variables) if x.axes == "t"}
+    deployed_t = {x.path: x.shift for x in viz.collect_shifts(deployed) if x.axes == "t"}
     assert set(trained_t) == set(deployed_t)
     for path in trained_t:
         np.testing.assert_array_equal(trained_t[path], deployed_t[path])

@@ -44,7 +44,7 @@ def visualize(workdir: str, out: str, which: str = "best") -> list[str]:
     aq = c.model.get("variant") == "rubiks3d_aq"
     title = f"{c.model.get('arch', '')} {c.model.get('tier', '')} {c.model.get('variant', '')}, " \
             f"step {step}"
-    extra = {"workdir": os.path.abspath(workdir), "step": step, "arch": c.model.get("arch"),
+    extra = {"workdir": workdir, "step": step, "arch": c.model.get("arch"),
              "tier": c.model.get("tier"), "variant": c.model.get("variant"),
              "shift_init": c.model.get("shift_init"), "seed": c.seed,
              "reference_is": "the initialisation from config.seed" + (
