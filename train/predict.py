@@ -38,9 +38,7 @@ def main(argv):
     except (construct.ConfigError, FileNotFoundError) as err:
         sys.exit(f"train.predict: error: {err}")
     for path, top in zip(videos, results):
-        print(path)
-        for name, score in top:
-            print(f"  {score:8.4f}  {name}")
+        print(path + "".join(f"\n  {score:8.4f}  {name}" for name, score in top), flush=True)
 
 
 if __name__ == "__main__":
