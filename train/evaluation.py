@@ -10,7 +10,6 @@ from collections.abc import Callable
 import flax
 import flax.linen as nn
 import jax
-import numpy as np
 import tensorflow_datasets as tfds
 
 from rubiks_jax.data import pipeline
@@ -48,11 +47,7 @@ def evaluate(eval_fn: EvalFn, state_repl: steps.TrainState, builder: tfds.core.D
         counts = jax.device_get(flax.jax_utils.unreplicate(eval_fn(state_repl, batch)))
         for k in totals:
             totals[k] += float(counts[k])
-    # Each process summed its own devices; add up over processes.
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        summed = multihost_utils.process_allgather(np.array([totals[k] for k in totals]))
-        totals = dict(zip(totals, np.sum(summed, axis=0).tolist()))
+    # The eval step's psum runs over every device of every process: the totals are global already.
     count = int(round(totals["count"]))
     expected = builder.info.splits[dcfg.eval_split].num_examples
     if count != expected:
