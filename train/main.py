@@ -76,10 +76,12 @@ def main(argv):
     del argv
     quiet_logs()
     # Multi-host: flags, or the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
-    # environment variables (a launcher's), or a cluster jax detects itself (e.g. SLURM).
+    # environment variables (a launcher's), or a cluster jax detects itself (SLURM, Open MPI's
+    # mpirun).
     env = os.environ
     coordinator = FLAGS.coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
-    if coordinator or FLAGS.num_processes or "SLURM_JOB_ID" in env:
+    detected = "SLURM_JOB_ID" in env or "OMPI_COMM_WORLD_SIZE" in env
+    if coordinator or FLAGS.num_processes or detected:
         num = FLAGS.num_processes or (int(env["JAX_NUM_PROCESSES"])
                                       if "JAX_NUM_PROCESSES" in env else None)
         pid = FLAGS.process_id if FLAGS.process_id is not None else (

@@ -135,9 +135,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             last_eval = evaluation.evaluate(eval_fn, state_repl, run.builder,
                                                             run.data, config.eval_batch_size,
                                                             "1clip")
-                        except BaseException:  # keep the step's training; then report
+                        except BaseException as err:  # keep the step's training; then report
                             _save(mngr, done, state_repl)
                             checkpointing.wait(mngr)
+                            if isinstance(err, tf.errors.OpError):
+                                raise _data_error(run, run.data.eval_split, err) from err
                             raise
                         log.write(done, "eval", last_eval)
                         progress.message(f"step {done}: eval top1 {last_eval['top1']:.4f} top5 "
@@ -174,9 +176,12 @@ def _next(batches, run: construct.Components) -> dict:
     try:
         return next(batches)
     except tf.errors.OpError as err:
-        bad = construct.find_bad_file(run.builder, run.data.train_split)
-        raise construct.DataError(bad or f"reading {run.data.name} "
-                                  f"{run.data.train_split!r}: {err.message}") from err
+        raise _data_error(run, run.data.train_split, err) from err
+
+
+def _data_error(run: construct.Components, split: str, err) -> construct.DataError:
+    bad = construct.find_bad_file(run.builder, split)
+    return construct.DataError(bad or f"reading {run.data.name} {split!r}: {err.message}")
 
 
 def _summary(window: list[dict]) -> dict:

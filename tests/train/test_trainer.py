@@ -1,16 +1,18 @@
 """The training loop end to end on the synthetic data set (small config, tiny inputs): metrics,
 config, events and checkpoints; resume, the best checkpoint across a restart, metrics rows after a
-resume."""
+resume; a finished run rerun; data faults found before training or named by file."""
 
+import glob
 import json
 import os
 import shutil
 
 import jax
 import numpy as np
+import pytest
 
 from tests.train.synthetic_runs import metrics_rows, small_config
-from train import checkpointing, trainer
+from train import checkpointing, construct, trainer
 
 
 def test_training_writes_metrics_config_events_and_checkpoints(trained):
@@ -57,3 +59,31 @@ def test_restart_keeps_the_best_checkpoint_and_logs_each_step_once(data_dir, tmp
     rows = metrics_rows(workdir)
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6, 8]
     assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 6, 8]
+
+
+def test_a_finished_run_rerun_reports_its_last_evaluation(data_dir, tmp_path, trained):
+    workdir = str(tmp_path / "finished")
+    shutil.copytree(trained[0], workdir)
+    again = trainer.train_and_evaluate(small_config(data_dir), workdir)
+    assert again == trained[1]
+
+
+def test_a_missing_eval_split_is_found_before_training(data_dir, tmp_path):
+    workdir = str(tmp_path / "no_eval")
+    config = small_config(data_dir)
+    config.data.eval_split = "test"
+    with pytest.raises(construct.DataError, match="config.data.eval_split='test'.*no such split"):
+        trainer.train_and_evaluate(config, workdir)
+    assert not os.path.exists(os.path.join(workdir, "checkpoints", "1"))
+
+
+def test_a_corrupt_record_file_is_named(data_dir, tmp_path):
+    copy = str(tmp_path / "tfds")
+    shutil.copytree(data_dir, copy)
+    (path,) = glob.glob(os.path.join(copy, "rubiks_synthetic", "small", "*", "*train.tfrecord*"))
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # garbage in the middle: the first record still reads
+        f.seek(size // 2)
+        f.write(os.urandom(2048))
+    with pytest.raises(construct.DataError, match=os.path.basename(path)):
+        trainer.train_and_evaluate(small_config(copy), str(tmp_path / "run"))
