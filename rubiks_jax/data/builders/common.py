@@ -11,6 +11,7 @@ builds it on every host, one clip at a time).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,19 @@ be and only its video is found, it raises an error naming `python -m rubiks_jax.
 frame folder holds one clip's frames named like img_00001.jpg, 00001.jpg or frame_1.jpg (in natural
 order: frame_2 before frame_10); optical flow images beside them (flow_x_*, flow_y_*) are ignored.
 """
+
+
+@dataclasses.dataclass(eq=False)
+class SplitConfig(tfds.core.BuilderConfig):
+    """Which of a data set's three official train/test splits (HMDB51, UCF101) a builder reads."""
+
+    split_number: int = 1
+
+
+def split_configs() -> list[SplitConfig]:
+    """BUILDER_CONFIGS split1, split2, split3."""
+    return [SplitConfig(name=f"split{k}", split_number=k,
+                        description=f"Official train/test split {k}.") for k in (1, 2, 3)]
 
 
 class ManualDataError(FileNotFoundError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import tensorflow_datasets as tfds
 
@@ -56,21 +55,13 @@ def split_lists(files: dict) -> dict[str, list[tuple[str, str]]]:
     return lists
 
 
-@dataclasses.dataclass(eq=False)
-class Hmdb51Config(tfds.core.BuilderConfig):
-    split_number: int = 1
-
-
 class RubiksHmdb51(tfds.core.GeneratorBasedBuilder):
     """HMDB51: 51 classes, one of the three official train/test splits, clips as JPEG frames."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-    BUILDER_CONFIGS = [
-        Hmdb51Config(name=f"split{k}", split_number=k, description=f"Official train/test split {k}.")
-        for k in (1, 2, 3)
-    ]
+    BUILDER_CONFIGS = common.split_configs()
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

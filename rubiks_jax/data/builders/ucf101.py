@@ -6,7 +6,6 @@ the frame folders that `python -m rubiks_jax.data.prepare ucf101` makes from the
 
 from __future__ import annotations
 
-import dataclasses
 
 import tensorflow_datasets as tfds
 
@@ -71,21 +70,13 @@ def split_lists(lists_dir, split_number: int) -> dict[str, list[tuple[str, str]]
     return lists
 
 
-@dataclasses.dataclass(eq=False)
-class Ucf101Config(tfds.core.BuilderConfig):
-    split_number: int = 1
-
-
 class RubiksUcf101(tfds.core.GeneratorBasedBuilder):
     """UCF101: 101 classes, one of the three official train/test splits, clips as JPEG frames."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-    BUILDER_CONFIGS = [
-        Ucf101Config(name=f"split{k}", split_number=k, description=f"Official train/test split {k}.")
-        for k in (1, 2, 3)
-    ]
+    BUILDER_CONFIGS = common.split_configs()
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
