@@ -24,7 +24,7 @@ def restore(workdir: str, which: str = "best", config: ml_collections.ConfigDict
     `which` is "best", "latest" or a step (checkpointing.find_step). Built from WORKDIR/config.json
     (or `config`: it with overrides, construct.apply_overrides) and the run's class names, without
     reading the data set (components.builder is None)."""
-    config = config or construct.load_config(workdir)
+    config = construct.load_config(workdir) if config is None else config
     names = construct.load_class_names(workdir, config)
     # The checkpoint is restored into the state's structure, which the schedules (the only use of
     # steps_per_epoch) do not shape.
@@ -40,7 +40,7 @@ def evaluate_run(workdir: str, views: str, which: str = "best", batch_size: int 
     """Top-1 / top-5 of a checkpoint over the run's whole eval split with a view set of
     rubiks_jax.data.sampling.VIEWS (the data set of `config`, default WORKDIR/config.json; its
     classes must be the run's); the report is also written to WORKDIR/eval_<views>_step<N>.json."""
-    config = config or construct.load_config(workdir)
+    config = construct.load_config(workdir) if config is None else config
     builder, data, names = construct.load_data(config)  # first: a missing data set fails fast
     run, state, step = restore(workdir, which, config)
     construct.check_class_names(run.class_names, names, f"{data.name} in {builder.data_dir}")
