@@ -153,19 +153,7 @@ def apply_overrides(config: ml_collections.ConfigDict, args: list[str]
         if not arg.startswith(OVERRIDE_PREFIX) or "=" not in arg:
             raise ConfigError(f"{arg}: a config override is {OVERRIDE_PREFIX}KEY=VALUE")
         key, text = arg[len(OVERRIDE_PREFIX):].split("=", 1)
-        parts = key.split(".")
-        node = config
-        for i, part in enumerate(parts):
-            if not isinstance(node, ml_collections.ConfigDict):
-                raise ConfigError(f"{OVERRIDE_PREFIX}{key}: config.{'.'.join(parts[:i])} is a "
-                                  "value, not a group")
-            if part not in node:
-                where = ".".join(["config"] + parts[:i])
-                raise ConfigError(f"{OVERRIDE_PREFIX}{key}: no such config key ({where} has: "
-                                  f"{', '.join(sorted(node.keys()))})")
-            if i < len(parts) - 1:
-                node = node[part]
-        leaf = parts[-1]
+        node, leaf = config_leaf(config, key)
         if isinstance(node[leaf], ml_collections.ConfigDict):
             raise ConfigError(f"{OVERRIDE_PREFIX}{key}: config.{key} is a group, not a value")
         try:
@@ -175,6 +163,25 @@ def apply_overrides(config: ml_collections.ConfigDict, args: list[str]
                               f"{type(node[leaf]).__name__} like {node[leaf]!r}") from err
         node[leaf] = value
     return config
+
+
+def config_leaf(config: ml_collections.ConfigDict, key: str
+                ) -> tuple[ml_collections.ConfigDict, str]:
+    """(the group holding dotted `key`, the key's last part); ConfigError names an unknown key
+    (listing the group's keys) or a value used as a group."""
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise ConfigError(f"{OVERRIDE_PREFIX}{key}: config.{'.'.join(parts[:i])} is a "
+                              "value, not a group")
+        if part not in node:
+            where = ".".join(["config"] + parts[:i])
+            raise ConfigError(f"{OVERRIDE_PREFIX}{key}: no such config key ({where} has: "
+                              f"{', '.join(sorted(node.keys()))})")
+        if i < len(parts) - 1:
+            node = node[part]
+    return node, parts[-1]
 
 
 def _parse_like(current, text: str):

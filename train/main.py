@@ -16,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from train import trainer
+from train import construct, trainer
 from train.metrics_log import quiet_logs
 
 FLAGS = flags.FLAGS
@@ -58,17 +58,12 @@ def _unknown_config_key(argv: list[str]) -> str | None:
     except Exception:  # a broken config file: absl's message says more
         return None
     for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        key = arg[len("--config."):].split("=", 1)[0]
-        node, walked = config, []
-        for part in key.split("."):
-            if not hasattr(node, "keys") or part not in node:
-                known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else ""
-                where = "config" + "".join(f".{w}" for w in walked)
-                return (f"--config.{key}: no such config key ({where} has: {known})" if known
-                        else f"--config.{key}: {where} is a value, not a group")
-            node, walked = node[part], walked + [part]
+        if arg.startswith(construct.OVERRIDE_PREFIX):
+            try:
+                key = arg[len(construct.OVERRIDE_PREFIX):].split("=", 1)[0]
+                construct.config_leaf(config, key)
+            except construct.ConfigError as err:
+                return str(err)
     return None
 
 

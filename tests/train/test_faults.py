@@ -177,7 +177,8 @@ def test_a_failed_save_stops_the_run_with_one_clear_line(data_dir, tmp_path):
 def test_an_unknown_config_key_is_one_line(tmp_path):
     rc, out = _finish(["--workdir", str(tmp_path), "--config.optim.bach_size=8"])
     assert rc == 2
-    assert out.strip().splitlines()[-1].startswith(
-        "train.main: --config.optim.bach_size: no such config key (config.optim has: base_lr, "
-        "batch_size"), out[-2000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("train.main: --config.optim.bach_size: no such config key (config.optim "
+                           "has: "), out[-2000:]
+    assert "batch_size" in last
     assert "Traceback" not in out
