@@ -1,6 +1,6 @@
-"""The op, layers, models, FLOP counting, optimizer, benchmarks and the checkpoint converter must
-import without TensorFlow (GPU machines may lack it): only rubiks_jax.data and train/ may need it.
-PyTorch is imported only when rubiks_jax.convert reads a checkpoint."""
+"""The op, layers, models, FLOP counting, optimizer, benchmarks, the checkpoint converter and the
+shift figures must import without TensorFlow (GPU machines may lack it): only rubiks_jax.data and
+train/ may need it. PyTorch is imported only when rubiks_jax.convert reads a checkpoint."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 MODULES = ["rubiks_jax", "rubiks_jax.ops", "rubiks_jax.layers", "rubiks_jax.models",
            "rubiks_jax.models.tsm", "rubiks_jax.layers.baselines", "rubiks_jax.flops",
            "rubiks_jax.optim", "rubiks_jax.demo", "rubiks_jax.bench.__main__",
-           "rubiks_jax.bench.plots", "rubiks_jax.convert"]
+           "rubiks_jax.bench.plots", "rubiks_jax.convert", "rubiks_jax.viz"]
 
 
 def test_core_modules_import_without_tensorflow():
