@@ -23,12 +23,12 @@ def restore(workdir: str, which: str = "best", config: ml_collections.ConfigDict
     """(the run's components, the state of checkpoint `which`, its step) of a training workdir;
     `which` is "best", "latest" or a step (checkpointing.find_step). Built from WORKDIR/config.json
     (or `config`: it with overrides, construct.apply_overrides) and the run's class names, without
-    reading the data set (components.builder is None)."""
+    reading the data set (components.builder is None). components.state is abstract (shapes)."""
     config = construct.load_config(workdir) if config is None else config
     names = construct.load_class_names(workdir, config)
     # The checkpoint is restored into the state's structure, which the schedules (the only use of
     # steps_per_epoch) do not shape.
-    run = construct.assemble(config, names, steps_per_epoch=1)
+    run = construct.assemble(config, names, steps_per_epoch=1, abstract=True)
     mngr = checkpointing.manager(workdir, read_only=True)
     step = checkpointing.find_step(mngr, which)
     state, _ = checkpointing.restore(mngr, step, run.state)

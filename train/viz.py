@@ -17,7 +17,7 @@ import jax
 from absl import app, flags
 
 from rubiks_jax import viz as viz_lib
-from train import inference
+from train import construct, inference
 
 FLAGS = flags.FLAGS
 
@@ -49,8 +49,9 @@ def visualize(workdir: str, out: str, which: str = "best") -> list[str]:
              "shift_init": c.model.get("shift_init"), "seed": c.seed,
              "reference_is": "the initialisation from config.seed" + (
                  f" (the run started from {c.init_from})" if c.get("init_from") else "")}
+    initial = construct.assemble(c, run.class_names, steps_per_epoch=1).state  # same seed
     return viz_lib.write_all(jax.device_get(state.variables()), out,
-                             reference=jax.device_get(run.state.variables()),
+                             reference=jax.device_get(initial.variables()),
                              budget=float(c.model.budget) if aq else None, title=title.strip(),
                              extra=extra)
 

@@ -49,7 +49,9 @@ def test_converted_workdir_is_a_run(data_dir, tmp_path):
     [top] = inference.predict(workdir, [str(frames)], "best", top=3)
     assert len(top) == 3 and all(name in CLASSES for name, _ in top)
 
-    # Fine-tuning from it: everything but the classifier.
+    # Fine-tuning from it: everything but the classifier (into a real step-0 state: restore's
+    # is abstract).
+    run = construct.assemble(run.config, run.class_names, steps_per_epoch=1)
     tuned = construct.init_from(workdir, run.state)
     expected = {**variables["params"], "classifier": run.state.params["classifier"]}
     jax.tree_util.tree_map(np.testing.assert_array_equal, dict(tuned.params), expected)

@@ -38,7 +38,8 @@ def test_cli_draws_the_trained_run(trained, tmp_path):
     assert data["step"] == step == 8 and data["variant"] == "rubiks3d" and "aq" not in data
     # The checkpoint's shifts, and the initialisation beside them; 8 steps moved the shifts.
     learned = viz_lib.stage_stats(viz_lib.collect_shifts(jax.device_get(state.variables())))
-    init = viz_lib.stage_stats(viz_lib.collect_shifts(jax.device_get(run.state.variables())))
+    initial = construct.assemble(run.config, run.class_names, steps_per_epoch=1).state
+    init = viz_lib.stage_stats(viz_lib.collect_shifts(jax.device_get(initial.variables())))
     assert data["stages"]["all"] == pytest.approx(learned["all"])
     assert data["reference"]["stages"]["all"] == pytest.approx(init["all"])
     assert data["stages"]["all"]["mean_abs_dh"] != pytest.approx(init["all"]["mean_abs_dh"],
