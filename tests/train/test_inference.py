@@ -4,6 +4,7 @@ folders (batched), a workdir that stands alone (its data directory gone, or move
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,8 @@ def test_the_inference_clis_take_config_overrides(moved, tmp_path):
     unknown = cli(["train.predict", "--workdir", workdir, "--config.data.dat_dir=/x", clips[0]])
     out, _ = evaluate.communicate(timeout=600)
     assert evaluate.returncode == 0, out
+    # No INFO records from Python loggers (orbax, TFDS): absl's "I1203 10:00:00.0 ... file.py:12]".
+    assert not re.search(r"^I\d{4} .*\.py:\d+\]", out, re.MULTILINE), out
     assert json.loads(out[out.index("{"):])["num_examples"] == 18
     out, _ = predict.communicate(timeout=600)
     assert predict.returncode == 0, out
