@@ -29,7 +29,10 @@ def test_cli_run_killed_mid_training_resumes_from_its_last_checkpoint(data_dir, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     last = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-    out = cli(["train.main", *cli_flags(data_dir, workdir, epochs=6)]).communicate(timeout=600)[0]
+    # Fewer epochs than the killed run planned: a listed config change, accepted explicitly.
+    out = cli(["train.main", *cli_flags(data_dir, workdir, epochs=6),
+               "--allow_config_change"]).communicate(timeout=600)[0]
+    assert "config changed at step" in out and "optim.num_epochs: 50 -> 6" in out, out[-3000:]
     assert f"resuming from the checkpoint at step {last}" in out, out[-3000:]
     assert "final evaluation:" in out
     lines = metrics_rows(workdir)
