@@ -210,6 +210,17 @@ def test_hmdb51_refuses_video_files(tmp_path, where):
 # Kinetics-400
 
 
+def check_kinetics_split(builder, split, names, rows, pixels, written):
+    """Every clip listed (with its video present) in the split's CSV, labelled and decoded right."""
+    csv_name = {"train": "train", "validate": "val"}[split]
+    examples = read_split(builder, split)
+    expected = {f"{yt}_{s:06d}_{e:06d}": label for label, yt, s, e, n in rows[csv_name] if n}
+    assert set(examples) == set(expected)
+    for vid, ex in examples.items():
+        assert names[ex["label"]] == expected[vid]
+        check_clip(ex, pixels[vid], written[vid])
+
+
 def test_kinetics_csv_layout_skips_missing(tmp_path, caplog):
     root = tmp_path / "manual"
     rows = {"train": [("riding a bike", "aaa", 0, 10, 3), ("abseiling", "bbb", 5, 15, 4),
@@ -236,13 +247,8 @@ def test_kinetics_csv_layout_skips_missing(tmp_path, caplog):
     assert names == ["abseiling", "juggling", "riding a bike"]
     assert builder.info.splits["train"].num_examples == 2
     assert builder.info.splits["validate"].num_examples == 2
-    for split, csv_name in (("train", "train"), ("validate", "val")):
-        examples = read_split(builder, split)
-        expected = {f"{yt}_{s:06d}_{e:06d}": label for label, yt, s, e, n in rows[csv_name] if n}
-        assert set(examples) == set(expected)
-        for vid, ex in examples.items():
-            assert names[ex["label"]] == expected[vid]
-            check_clip(ex, pixels[vid], written[vid])
+    for split in ("train", "validate"):
+        check_kinetics_split(builder, split, names, rows, pixels, written)
         check_skip_decoding(builder, split, written)
 
 
@@ -300,13 +306,8 @@ def test_kinetics_official_layout(tmp_path):
     builder = prepare("rubiks_kinetics400", tmp_path / "data", root)
     names = builder.info.features["label"].names
     assert names == ["abseiling", "juggling", "riding a bike"]
-    for split, csv_name in (("train", "train"), ("validate", "val")):
-        examples = read_split(builder, split)
-        expected = {f"{yt}_{s:06d}_{e:06d}": label for label, yt, s, e, n in rows[csv_name] if n}
-        assert set(examples) == set(expected)
-        for vid, ex in examples.items():
-            assert names[ex["label"]] == expected[vid]
-            check_clip(ex, pixels[vid], written[vid])
+    for split in ("train", "validate"):
+        check_kinetics_split(builder, split, names, rows, pixels, written)
 
 
 def test_kinetics_refuses_video_files(tmp_path):
