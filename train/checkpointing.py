@@ -4,12 +4,17 @@ top-1 kept (a latest checkpoint is never deleted), resume from the latest.
 Orbax tracks the best itself: every evaluated checkpoint is saved with its metrics, which Orbax
 writes next to it (only because `best_fn` is set) and reads back when a manager opens the
 directory, so the ranking survives restarts.
+
+Every checkpoint carries a CRC-32 of each array as saved, checked on restore: Orbax's files have no
+checksum of their own, and bytes changed on disk (a bad sector, a partial copy) can decode as
+finite values that training would carry on from.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import zlib
 from typing import Any
 
 import jax
@@ -52,7 +57,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_step: int,
     try:  # orbax first waits for the save before this one: its failure surfaces here
         mngr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave({"data_step": int(data_step)})), metrics=metrics)
+            meta=ocp.args.JsonSave({"data_step": int(data_step), "crc32": checksums(state)})),
+            metrics=metrics)
     except Exception as err:
         raise _save_error(mngr, err) from err
 
@@ -96,14 +102,48 @@ def _save_error(mngr: ocp.CheckpointManager, err: BaseException) -> CheckpointEr
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, int]:
     """(state, data_step) of checkpoint `step`, with `abstract_state`'s structure and shapes (None:
     the saved tree as it is). Raises CheckpointError naming the checkpoint and the first offending
-    array when a floating-point value is not finite (a diverged or corrupted checkpoint)."""
+    array when an array differs from what was saved (its checksum) or a floating-point value is
+    not finite."""
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    where = os.path.join(mngr.directory, str(step))
+    saved = out["meta"].get("crc32")  # absent in checkpoints written before checksums
+    if saved is not None:
+        changed = _changed(out["state"], saved)
+        if changed is not None:
+            raise CheckpointError(f"checkpoint {where}: {changed} differs from what was saved "
+                                  "(checksum mismatch: the files changed on disk)")
     bad = first_non_finite(out["state"])
     if bad is not None:
-        raise CheckpointError(f"checkpoint {os.path.join(mngr.directory, str(step))}: {bad} has "
-                              "values that are not finite")
+        raise CheckpointError(f"checkpoint {where}: {bad} has values that are not finite")
     return out["state"], int(out["meta"]["data_step"])
+
+
+def _crc(leaf: Any) -> int:
+    x = np.ascontiguousarray(np.asarray(leaf))
+    return zlib.crc32(x.reshape(-1).view(np.uint8))
+
+
+def checksums(tree: Any) -> list[int]:
+    """The CRC-32s of the leaves' bytes, sorted: restoring without a target gives the tree back as
+    nested dicts in another leaf order, so the leaves are compared as a multiset."""
+    return sorted(_crc(leaf) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _changed(tree: Any, saved: list[int]) -> str | None:
+    """The path of a leaf whose checksum is not among `saved` (or a count when leaves are missing);
+    None when the multisets agree."""
+    if checksums(tree) == sorted(saved):
+        return None
+    known = set(saved)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if _crc(leaf) not in known:
+            return _path(path)
+    return f"the state ({len(saved)} arrays saved, {len(jax.tree_util.tree_leaves(tree))} read)"
+
+
+def _path(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def first_non_finite(tree: Any) -> str | None:
@@ -111,7 +151,7 @@ def first_non_finite(tree: Any) -> str | None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         x = np.asarray(leaf)
         if np.issubdtype(x.dtype, np.inexact) and not np.all(np.isfinite(x)):
-            return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+            return _path(path)
     return None
 
 

@@ -1,10 +1,12 @@
 """Checkpoints: Orbax ranks evaluated checkpoints by top-1 across restarts; which step a name
 means; a checkpoint that does not restore intact is set aside; room for two checkpoints."""
 
+import glob
 import os
 import shutil
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from train import checkpointing
@@ -62,6 +64,39 @@ def test_a_non_finite_or_unreadable_checkpoint_is_set_aside_for_the_one_before(t
     assert sorted(os.listdir(os.path.join(tmp_path, checkpointing.QUARANTINE))) == ["4", "6"]
     assert "checkpoint 6 cannot be restored" in logged[0] and "not finite" in logged[0]
     assert mngr.all_steps() == [2]
+    mngr.close()
+
+
+@pytest.mark.parametrize("garbage", [b"\xff" * 4096, b"\x55" * 16, b"\x01"])
+@pytest.mark.parametrize("where", [0.25, 0.5, 0.75])
+def test_bytes_changed_on_disk_never_restore_silently(tmp_path, garbage, where):
+    """The arrays are zstd-compressed: changed bytes often decode to finite values (a NaN check
+    alone let about half of these through); the saved checksums catch every one."""
+    mngr = checkpointing.manager(str(tmp_path))
+    state = {"w": np.random.default_rng(0).normal(size=(300, 300)).astype(np.float32),
+             "b": np.ones((1000,), np.float32)}
+    checkpointing.save(mngr, 1, state, data_step=1)
+    checkpointing.wait(mngr)
+    data = max(glob.glob(os.path.join(tmp_path, "checkpoints", "1", "state", "**", "d", "*"),
+                         recursive=True), key=os.path.getsize)
+    with open(data, "r+b") as f:
+        f.seek(int(os.path.getsize(data) * where))
+        f.write(garbage)
+    # zstd notices some changes itself (a read error); the rest must fail the checksum
+    with pytest.raises((checkpointing.CheckpointError, ValueError),
+                       match="w differs from what was saved|ZSTD|not finite"):
+        checkpointing.restore(mngr, 1, None)
+    mngr.close()
+
+
+def test_checkpoints_without_checksums_still_restore(tmp_path):
+    """Checkpoints written before checksums existed carry only data_step."""
+    mngr = checkpointing.manager(str(tmp_path))
+    mngr.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(_state(3)),
+                                         meta=ocp.args.JsonSave({"data_step": 3})))
+    checkpointing.wait(mngr)
+    state, data_step = checkpointing.restore(mngr, 3, _state(0))
+    assert data_step == 3 and state["w"][0] == 3
     mngr.close()
 
 

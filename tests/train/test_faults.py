@@ -149,7 +149,8 @@ def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(t
                                               "--allow_config_change"]
     rc, out = _finish(flags)
     assert rc == 0, out[-3000:]
-    assert "checkpoint 8 cannot be restored" in out and "not finite" in out, out[-3000:]
+    # compressed arrays: the garbage decodes to NaN, to finite values (the checksum) or not at all
+    assert "checkpoint 8 cannot be restored" in out, out[-3000:]
     assert "resuming from the checkpoint at step 6" in out
     assert os.path.isdir(os.path.join(workdir, checkpointing.QUARANTINE, "8"))
     assert _steps(workdir)[-1] == 12
