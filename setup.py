@@ -22,8 +22,8 @@ Environment:
 """
 
 import glob
+import importlib.util
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -96,35 +96,22 @@ def _build_info_text() -> str:
             f"BUILT_AGAINST_FFI_API = {ffi_api!r}  # XLA_FFI_API_MAJOR.MINOR of the headers\n")
 
 
-def _find_nvcc() -> str | None:
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
-        if root and os.path.exists(os.path.join(root, "bin", "nvcc")):
-            return os.path.join(root, "bin", "nvcc")
-    return shutil.which("nvcc")
+def _load_toolkit():
+    """xla_ops/toolkit.py, where the CUDA toolkit is (shared with the Bazel build and the tools)."""
+    spec = importlib.util.spec_from_file_location(
+        "rubiks_toolkit", os.path.join(os.path.dirname(os.path.abspath(__file__)), "xla_ops",
+                                       "toolkit.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _cuda_dirs(nvcc: str) -> tuple[list[str], list[str]]:
-    """Include and library directories of the toolkit behind `nvcc`, as nvcc itself reports them
-    (`--dryrun`), so wrapper scripts and the targets/<arch>/ layout need no guessing."""
-    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True,
-                         text=True).stderr
-    includes, libs = [], []
-    for line in out.splitlines():
-        for token in shlex.split(line.removeprefix("#$ ").split("=", 1)[-1]):
-            if line.startswith("#$ INCLUDES=") and token.startswith("-I"):
-                includes.append(token[2:])
-            elif line.startswith("#$ LIBRARIES=") and token.startswith("-L") and "stubs" not in token:
-                libs.append(token[2:])
-    root = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if root:
-        includes.append(os.path.join(root, "include"))
-        libs += [os.path.join(root, "lib64"), os.path.join(root, "lib")]
-    return ([d for d in includes if os.path.isdir(d)], [d for d in libs if os.path.isdir(d)])
+toolkit = _load_toolkit()
 
 
 def _want_cuda() -> str | None:
     flag = os.environ.get("RUBIKS_JAX_CUDA", "").strip()
-    nvcc = _find_nvcc()
+    nvcc = toolkit.find_nvcc()
     if flag == "0":
         return None
     if flag == "1" and nvcc is None:
@@ -186,7 +173,7 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
     def _compile_cuda(self, ext: Extension) -> list[str]:
-        nvcc = _find_nvcc()
+        nvcc = toolkit.find_nvcc()
         gencode = []
         archs = _cuda_archs()
         for a in archs:
@@ -220,7 +207,8 @@ def _extensions() -> list[Extension]:
     ]
     nvcc = _want_cuda()
     if nvcc is not None:
-        include_dirs, lib_dirs = _cuda_dirs(nvcc)
+        found = toolkit.toolkit(nvcc)
+        include_dirs, lib_dirs = found.includes, found.libs
         ext = Extension(
             "rubiks_jax._rubiks_shift_cuda",
             sources=["xla_ops/cuda_module.cc"],

@@ -3,44 +3,27 @@ CUDA toolkit: run by the repository rule in python_env.bzl with the interpreter 
 
 Mirrors setup.py: the Python headers and extension suffix (sysconfig), pybind11.get_include(),
 jax.ffi.include_dir() (the FFI headers of this environment's jaxlib: handlers built against newer
-headers will not load in an older jaxlib), and nvcc (CUDA_HOME / CUDA_PATH / PATH, honouring
-RUBIKS_JAX_CUDA=0|1) with its include and library directories as `nvcc --dryrun` reports them.
+headers will not load in an older jaxlib), and nvcc (honouring RUBIKS_JAX_CUDA=0|1) with its
+include and library directories, found by xla_ops/toolkit.py as setup.py finds them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shlex
-import shutil
-import subprocess
 import sys
 import sysconfig
 
 
-def _find_nvcc() -> str | None:
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
-        if root and os.path.exists(os.path.join(root, "bin", "nvcc")):
-            return os.path.join(root, "bin", "nvcc")
-    return shutil.which("nvcc")
-
-
-def _cuda_dirs(nvcc: str) -> tuple[list[str], list[str]]:
-    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True,
-                         text=True).stderr
-    includes, libs = [], []
-    for line in out.splitlines():
-        for token in shlex.split(line.removeprefix("#$ ").split("=", 1)[-1]):
-            if line.startswith("#$ INCLUDES=") and token.startswith("-I"):
-                includes.append(token[2:])
-            elif line.startswith("#$ LIBRARIES=") and token.startswith("-L") and "stubs" not in token:
-                libs.append(token[2:])
-    root = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if root:
-        includes.append(os.path.join(root, "include"))
-        libs += [os.path.join(root, "lib64"), os.path.join(root, "lib")]
-    norm = lambda ds: [os.path.realpath(d) for d in ds if os.path.isdir(d)]  # noqa: E731
-    return norm(includes), norm(libs)
+def _load_toolkit():
+    """xla_ops/toolkit.py, where the CUDA toolkit is (shared with setup.py and the tools)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "xla_ops",
+                        "toolkit.py")
+    spec = importlib.util.spec_from_file_location("rubiks_toolkit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cuda_archs() -> list[str]:
@@ -69,11 +52,13 @@ def main() -> None:
         "cuda_archs": _cuda_archs(),
     }
     flag = os.environ.get("RUBIKS_JAX_CUDA", "").strip()
-    nvcc = _find_nvcc()
+    toolkit = _load_toolkit()
+    nvcc = toolkit.find_nvcc()
     if flag == "1" and nvcc is None:
         sys.exit("RUBIKS_JAX_CUDA=1 but nvcc was not found (set CUDA_HOME or PATH)")
     if flag != "0" and nvcc is not None:
-        includes, libs = _cuda_dirs(nvcc)
+        found = toolkit.toolkit(nvcc)
+        includes, libs = found.includes, found.libs
         cudart = [os.path.join(d, "libcudart_static.a") for d in libs
                   if os.path.exists(os.path.join(d, "libcudart_static.a"))]
         headers = [d for d in includes if os.path.exists(os.path.join(d, "cuda_runtime.h"))]

@@ -78,6 +78,7 @@ def _python_env_impl(ctx):
                  "that has jax and pybind11)")
 
     script = ctx.path(Label("//bazel:discover_env.py"))
+    ctx.path(Label("//xla_ops:toolkit.py"))  # the script loads it: rerun this rule when it changes
     result = ctx.execute([python_path, script], quiet = True)
     if result.return_code != 0:
         fail("%s %s failed (the environment needs jax and pybind11):\n%s%s" % (

@@ -183,12 +183,8 @@ gpu_archs() {  # SM numbers of the GPUs present, "90" or "80;90" (compute_cap 9.
   [[ $caps =~ ^[0-9]+(\;[0-9]+)*$ ]] && echo "$caps"
 }
 
-find_nvcc() {  # as setup.py finds it: CUDA_HOME, CUDA_PATH, PATH
-  local root
-  for root in "${CUDA_HOME:-}" "${CUDA_PATH:-}"; do
-    [ -n "$root" ] && [ -x "$root/bin/nvcc" ] && { echo "$root/bin/nvcc"; return 0; }
-  done
-  command -v nvcc
+find_nvcc() {  # as setup.py finds it (xla_ops/toolkit.py: CUDA_HOME, CUDA_PATH, PATH)
+  "$PYTHON" xla_ops/toolkit.py 2>/dev/null || python3 xla_ops/toolkit.py
 }
 
 find_tool() {  # find_tool NAME: PATH, beside nvcc, the CUDA toolkit, Nsight Compute installs

@@ -464,21 +464,18 @@ def element_bytes(short: str) -> int | None:
 # ---------------------------------------------------------------------------------------------
 # Tools and compilation.
 # ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _toolkit():
+    """xla_ops/toolkit.py of the source tree: the toolkit found as the builds find it."""
+    spec = importlib.util.spec_from_file_location("rubiks_toolkit",
+                                                  repo_root() / "xla_ops" / "toolkit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def find_nvcc() -> str | None:
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
-        if root and os.path.exists(os.path.join(root, "bin", "nvcc")):
-            return os.path.join(root, "bin", "nvcc")
-    return shutil.which("nvcc")
-
-
-def _toolkit_bin(nvcc: str) -> str | None:
-    """The bin folder of the toolkit behind `nvcc` (which may be a wrapper script)."""
-    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True,
-                         text=True).stderr
-    for line in out.splitlines():
-        if line.startswith("#$ TOP="):
-            return os.path.join(line.split("=", 1)[1].strip(), "bin")
-    return None
+    return _toolkit().find_nvcc()
 
 
 def find_nvdisasm(nvcc: str | None) -> str | None:
@@ -488,7 +485,7 @@ def find_nvdisasm(nvcc: str | None) -> str | None:
     roots = (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"))
     dirs = [os.path.join(r, "bin") for r in roots if r]
     if nvcc:
-        dirs += [os.path.dirname(os.path.realpath(nvcc)), _toolkit_bin(nvcc) or ""]
+        dirs += [os.path.dirname(os.path.realpath(nvcc)), _toolkit().toolkit(nvcc).bin or ""]
     spec = importlib.util.find_spec("nvidia")
     for root in (spec.submodule_search_locations or []) if spec else []:
         dirs += sorted(glob.glob(os.path.join(root, "*", "bin")))
