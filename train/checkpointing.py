@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import zlib
+from collections import Counter
 from typing import Any
 
 import jax
@@ -28,6 +29,11 @@ QUARANTINE = "corrupt_checkpoints"  # WORKDIR/<this>/<step>: checkpoints that fa
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written, or could not be read back intact."""
+
+
+class LayoutMismatch(CheckpointError):
+    """A checkpoint holds arrays of other shapes than the state it is restored into: another model
+    or optimizer, not corruption."""
 
 
 def _best_metric(metrics: dict[str, float]) -> float:
@@ -103,7 +109,9 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tupl
     """(state, data_step) of checkpoint `step`, with `abstract_state`'s structure and shapes (None:
     the saved tree as it is). Raises CheckpointError naming the checkpoint and the first offending
     array when an array differs from what was saved (its checksum) or a floating-point value is
-    not finite."""
+    not finite; LayoutMismatch when its arrays' shapes and dtypes are not `abstract_state`'s."""
+    if abstract_state is not None:
+        _check_layout(mngr, step, abstract_state)
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     where = os.path.join(mngr.directory, str(step))
@@ -117,6 +125,33 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tupl
     if bad is not None:
         raise CheckpointError(f"checkpoint {where}: {bad} has values that are not finite")
     return out["state"], int(out["meta"]["data_step"])
+
+
+def _layout(tree: Any) -> Counter:
+    """The (shape, dtype) of every leaf, as a multiset (Orbax's metadata names the leaves its own
+    way, so names are not compared)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return Counter((tuple(x.shape), np.dtype(x.dtype).name) for x in leaves)
+
+
+def _check_layout(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+    # The saved tree's metadata, no array read. (The manager's item_metadata knows an item only
+    # after it saved or restored one: in a resumed run it answers None.)
+    saved = _layout(ocp.StandardCheckpointHandler().metadata(mngr.directory / str(step) / "state"))
+    wanted = _layout(abstract_state)
+    if saved == wanted:
+        return
+
+    def show(extra: Counter) -> str:
+        xs = sorted(extra.elements())
+        return ", ".join(f"{d}{list(s)}" for s, d in xs[:4]) + (" ..." if len(xs) > 4 else "")
+
+    raise LayoutMismatch(
+        f"checkpoint {os.path.join(mngr.directory, str(step))} holds another model or optimizer "
+        f"state than this config builds ({sum(saved.values())} arrays saved, "
+        f"{sum(wanted.values())} expected; saved only: {show(saved - wanted) or '-'}; "
+        f"expected only: {show(wanted - saved) or '-'}): check the config against the workdir's "
+        "config.json")
 
 
 def _crc(leaf: Any) -> int:
@@ -158,19 +193,18 @@ def first_non_finite(tree: Any) -> str | None:
 def restore_latest_intact(mngr: ocp.CheckpointManager, abstract_state: Any, workdir: str,
                           log=print) -> tuple[Any, int, int] | None:
     """(state, data_step, step) of the newest checkpoint that restores intact, or None when there
-    are no checkpoints. A checkpoint that fails (unreadable, wrong structure aside, or not finite)
-    is moved to WORKDIR/corrupt_checkpoints/<step> (kept for inspection, never deleted) and the
-    next older one is tried; CheckpointError when none is intact."""
+    are no checkpoints. A checkpoint that fails (unreadable, changed on disk, or not finite) is
+    moved to WORKDIR/corrupt_checkpoints/<step> (kept for inspection, never deleted) and the next
+    older one is tried; CheckpointError when none is intact. LayoutMismatch (another model) is
+    raised as it is: nothing is moved."""
     tried = []
     while mngr.latest_step() is not None:
         step = mngr.latest_step()
         try:
             state, data_step = restore(mngr, step, abstract_state)
             return state, data_step, step
-        except ValueError as err:
-            if "tree" in str(err).lower() and "struct" in str(err).lower():
-                raise  # a different model: not corruption (the config check names the keys)
-            cause = err
+        except LayoutMismatch:
+            raise  # a different model: not corruption (the config check names the keys)
         except Exception as err:  # orbax/tensorstore read errors, CheckpointError
             cause = err
         tried.append(step)

@@ -100,6 +100,20 @@ def test_checkpoints_without_checksums_still_restore(tmp_path):
     mngr.close()
 
 
+def test_another_model_is_named_and_not_set_aside(tmp_path):
+    mngr = checkpointing.manager(str(tmp_path))
+    checkpointing.save(mngr, 2, _state(2), data_step=2)
+    checkpointing.wait(mngr)
+    other = {"w": np.zeros((3,), np.float32), "b": np.zeros((), np.int32)}
+    with pytest.raises(checkpointing.LayoutMismatch,
+                       match=r"checkpoints/2 holds another model .* \(1 arrays saved, 2 expected; "
+                             r"saved only: float32\[2\]; expected only: int32\[\], float32\[3\]\)"):
+        checkpointing.restore_latest_intact(mngr, other, str(tmp_path))
+    assert mngr.all_steps() == [2]  # nothing moved aside
+    assert not os.path.exists(os.path.join(tmp_path, checkpointing.QUARANTINE))
+    mngr.close()
+
+
 def test_free_space_for_two_checkpoints_is_checked(tmp_path, monkeypatch):
     state = {"w": np.zeros((1024, 1024), np.float32)}  # 4 MiB
     usage = shutil.disk_usage(tmp_path)
