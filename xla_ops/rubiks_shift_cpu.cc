@@ -108,17 +108,25 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
       // fewer samples than tasks the pool can use (each block re-transposes a few source rows).
       auto plan = std::make_shared<simd::InterpolationPlan>(
           simd::plan_interpolation_cpu<kAdjoint>(g, cs->data()));
+      auto cl = std::make_shared<simd::ChannelsLastPlan>(
+          simd::plan_channels_last(g, *plan, kAdjoint));
+      const bool use_cl = cl->usable && cpu_channels_last_switch().load();
+      if (use_cl) cpu_channels_last_calls().fetch_add(1);
       const int64_t wanted = std::max<int64_t>(1, pool.num_threads()) * 4;
       const int64_t blocks = std::clamp<int64_t>((wanted + g.n - 1) / g.n, 1, e1);
       auto tasks = [=](int64_t begin, int64_t end) {
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / blocks, b = task % blocks;
-          simd::interpolate_rows<D, kAdjoint>(in, out, g, *plan, n,
-                                              e1 * b / blocks, e1 * (b + 1) / blocks);
+          if (use_cl)
+            simd::interpolate_rows_cl<D, kAdjoint>(in, out, g, *plan, *cl, n,
+                                                   e1 * b / blocks, e1 * (b + 1) / blocks);
+          else
+            simd::interpolate_rows<D, kAdjoint>(in, out, g, *plan, n,
+                                                e1 * b / blocks, e1 * (b + 1) / blocks);
         }
       };
       const int64_t grain = std::max<int64_t>(1, (1 << 16) / (row_len * e1 * e0 / blocks + 1));
-      result = parallel_for(pool, g.n * blocks, grain, tasks, [cs, plan] {});
+      result = parallel_for(pool, g.n * blocks, grain, tasks, [cs, plan, cl] {});
       return ffi::Error::Success();
     }
     const int64_t grain = std::max<int64_t>(1, (1 << 14) / row_len);

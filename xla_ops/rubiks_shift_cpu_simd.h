@@ -10,6 +10,10 @@
 // point), interpolates 16 destination columns per instruction with masked unaligned loads (a masked
 // lane reads nothing and gives 0), and transposes each finished destination row back to (W, C).
 //
+// Where every 16-channel block reads at most two sources per corner (shifts within (-1, 1) always
+// do), interpolate_rows_cl needs no transpose: a vector is 16 channels of one column, and each
+// distinct source of a (block, corner) is merged in by one masked load (ChannelsLastPlan).
+//
 // Same bits as the scalar kernels: every lane runs interpolate_point's operations in its order
 // (multiply, then add, each rounded; no FMA), and a corner is skipped where the scalar kernel skips
 // it for the whole row (t/h corner absent or of weight 0, w corner of weight 0). A w corner outside
@@ -58,6 +62,23 @@ inline bool cpu_simd_available() { return cpu_simd_supported() && cpu_simd_switc
 inline bool set_cpu_simd(bool on) {
   cpu_simd_switch().store(on);
   return cpu_simd_available();
+}
+
+// Whether the AVX-512 forward and input gradient run channels last (interpolate_rows_cl) where
+// every (16-channel block, corner) has at most two sources, the transposing kernel
+// (interpolate_rows) elsewhere; off: always the transposing one. Both give the same bits; the
+// switch is for A/B measurements and for testing both kernels on one machine.
+inline std::atomic<bool>& cpu_channels_last_switch() {
+  static std::atomic<bool> on{true};
+  return on;
+}
+
+inline void set_cpu_channels_last(bool on) { cpu_channels_last_switch().store(on); }
+
+// Calls that ran interpolate_rows_cl: the tests read it to know which kernel a case reached.
+inline std::atomic<int64_t>& cpu_channels_last_calls() {
+  static std::atomic<int64_t> calls{0};
+  return calls;
 }
 
 #pragma GCC push_options
@@ -510,6 +531,234 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
       }
       stream_copy(staged, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C, row_len);
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channels-last interpolation: the same axis-by-axis sums as interpolate_rows, with vectors of 16
+// channels at one column instead of 16 columns of one channel, so nothing is transposed. The lanes
+// of a vector read different source columns (w), rows (h) and frames (t), but only a few distinct
+// ones: lanes sharing a source are a group, and each group's value is merged into the vector by one
+// masked load. Shifts in (-1, 1) give 2 groups per corner and axis; wider spreads give more groups
+// (more loads), never a wrong result.
+// ---------------------------------------------------------------------------------------------
+
+// A (block, corner) of an axis: its lanes read at most two distinct sources (offsets along w,
+// indices along h and t), value[g] for the lanes of mask[g]; a mask may be empty.
+struct LanePair {
+  int64_t value[2];
+  __mmask16 mask[2];
+};
+
+struct ChannelsLastPlan {
+  bool usable;                // every (block, corner) has at most two sources
+  int64_t blocks, cp;         // 16-channel blocks; channels padded to a whole block
+  std::vector<LanePair> w, h, t;  // (block, k), (p1, block, j), (p0, block, i)
+  std::vector<float> w_weight, h_weight, t_weight;  // (2, cp), (E1, 2, cp), (E0, 2, cp); 0: skipped
+  std::vector<__mmask16> not_finite;                // (blocks,): lanes whose output is NaN
+};
+
+// The per-lane form of `plan` (built with kWeighted = true).
+inline ChannelsLastPlan plan_channels_last(const Geometry& g, const InterpolationPlan& plan,
+                                           bool adjoint) {
+  const int64_t* de = adjoint ? g.in : g.out;
+  const int64_t C = g.c;
+  ChannelsLastPlan cl;
+  cl.usable = true;
+  cl.blocks = (C + kLanes - 1) / kLanes;
+  cl.cp = cl.blocks * kLanes;
+  // The lanes with on[l] grouped by value[l].
+  auto pair = [&](const int64_t* value, const bool* on) {
+    LanePair lp{{0, 0}, {0, 0}};
+    int used = 0;
+    for (int64_t l = 0; l < kLanes; ++l) {
+      if (!on[l]) continue;
+      int gi = 0;
+      while (gi < used && lp.value[gi] != value[l]) ++gi;
+      if (gi == 2) {
+        cl.usable = false;
+        continue;
+      }
+      if (gi == used) lp.value[used++] = value[l];
+      lp.mask[gi] |= static_cast<__mmask16>(1u << l);
+    }
+    return lp;
+  };
+  int64_t v[kLanes];
+  bool on[kLanes];
+  cl.w_weight.assign(2 * cl.cp, 0.f);
+  for (int64_t b = 0; b < cl.blocks; ++b)
+    for (int k = 0; k < 2; ++k) {
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t c = b * kLanes + l;
+        on[l] = c < C && plan.w_weight[2 * c + k] != 0.f;
+        v[l] = on[l] ? plan.w_off[2 * c + k] : 0;
+        if (on[l]) cl.w_weight[k * cl.cp + c] = plan.w_weight[2 * c + k];
+      }
+      cl.w.push_back(pair(v, on));
+    }
+  auto taps = [&](const std::vector<CornerPair>& pairs, int64_t extent, std::vector<LanePair>& out,
+                  std::vector<float>& weight) {
+    weight.assign(extent * 2 * cl.cp, 0.f);
+    for (int64_t p = 0; p < extent; ++p)
+      for (int64_t b = 0; b < cl.blocks; ++b)
+        for (int i = 0; i < 2; ++i) {
+          for (int64_t l = 0; l < kLanes; ++l) {
+            const int64_t c = b * kLanes + l;
+            on[l] = c < C && pairs[p * C + c].index[i] >= 0;
+            v[l] = on[l] ? pairs[p * C + c].index[i] : 0;
+            if (on[l]) weight[(p * 2 + i) * cl.cp + c] = pairs[p * C + c].weight[i];
+          }
+          out.push_back(pair(v, on));
+        }
+  };
+  taps(plan.h_taps, de[1], cl.h, cl.h_weight);
+  taps(plan.t_taps, de[0], cl.t, cl.t_weight);
+  cl.not_finite.assign(cl.blocks, 0);
+  for (int64_t c = 0; c < C; ++c)
+    if (!plan.finite[c]) cl.not_finite[c / kLanes] |= static_cast<__mmask16>(1u << (c % kLanes));
+  return cl;
+}
+
+// v with the lanes of `m` loaded from p (float32 in registers); other lanes kept. Masked-off lanes
+// are not read (no fault), so p may lie outside the buffer where m is 0.
+template <DType D>
+inline __m512 merge16(__m512 v, __mmask16 m, const typename Storage<D>::T* p) {
+  if constexpr (D == DType::kF32)
+    return _mm512_mask_loadu_ps(v, m, p);
+  else
+    return _mm512_mask_mov_ps(v, m, load16<D>(p, m));
+}
+
+// As interpolate_rows (same rows, same bits), channels last, one 16-channel block at a time
+// through all three stages; needs cl.usable.
+template <DType D, bool kAdjoint>
+void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
+                         typename Storage<D>::T* __restrict__ dst, const Geometry& g,
+                         const InterpolationPlan& plan, const ChannelsLastPlan& cl, int64_t n,
+                         int64_t row_begin, int64_t row_end) {
+  using T = typename Storage<D>::T;
+  const int64_t* se = kAdjoint ? g.out : g.in;
+  const int64_t* de = kAdjoint ? g.in : g.out;
+  const int64_t C = g.c, cp = cl.cp, blocks = cl.blocks, row_len = de[2] * C, W = de[2];
+  const int64_t R = plan.ring, slots = se[0] * R, bl = W * kLanes;  // bl: one block's row
+  const T* sample = src + n * se[0] * se[1] * se[2] * C;
+  thread_local std::vector<float> ring_buf, h_buf;
+  thread_local std::vector<int64_t> tag_buf;
+  thread_local std::vector<T> out_buf;
+  float* ring = scratch(ring_buf, blocks * slots * bl);   // (block, frame, slot, W, 16)
+  int64_t* tag = scratch(tag_buf, blocks * slots);
+  std::fill(tag, tag + blocks * slots, int64_t{-1});
+  float* h_sums = scratch(h_buf, se[0] * bl);              // (frame, W, 16) of the current block
+  T* staged = scratch(out_buf, de[0] * row_len);           // (p0, W, C)
+  const __m512 zero = _mm512_setzero_ps(), nan = _mm512_set1_ps(NAN);
+  const uint64_t cols = static_cast<uint64_t>(se[2]);
+  RowPrefetcher ahead;
+  for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
+    ahead.clear();
+    if (p1 + 1 < de[1])
+      for (int64_t h = std::max(plan.h_hi[p1] + 1, plan.h_lo[p1 + 1]); h <= plan.h_hi[p1 + 1]; ++h)
+        for (int64_t t = 0; t < se[0]; ++t)
+          ahead.queue(sample + (t * se[1] + h) * se[2] * C, se[2] * C * sizeof(T));
+    const int64_t share = ahead.share(blocks * (se[0] + de[0]));
+    for (int64_t b = 0; b < blocks; ++b) {
+      float* bring = ring + b * slots * bl;
+      int64_t* btag = tag + b * slots;
+      auto slot = [&](int64_t t, int64_t h) { return bring + (t * R + plan.slot[h]) * bl; };
+      const LanePair& k0 = cl.w[2 * b];
+      const LanePair& k1 = cl.w[2 * b + 1];
+      const __m512 ww0 = _mm512_loadu_ps(&cl.w_weight[b * kLanes]);
+      const __m512 ww1 = _mm512_loadu_ps(&cl.w_weight[cp + b * kLanes]);
+      for (int64_t t = 0; t < se[0]; ++t) {
+        ahead.prefetch(share);
+        for (int64_t h = plan.h_lo[p1]; h <= plan.h_hi[p1]; ++h) {
+          const int64_t s = t * R + plan.slot[h];
+          if (btag[s] == h) continue;
+          btag[s] = h;
+          const T* base = sample + (t * se[1] + h) * se[2] * C + b * kLanes;
+          float* a = bring + s * bl;
+          if constexpr (D == DType::kF32) {
+            for (int64_t p = 0; p < W; ++p) {
+              auto in = [&](int64_t off, __mmask16 m) {
+                return static_cast<uint64_t>(p + off) < cols ? m : __mmask16{0};
+              };
+              __m512 v0 = merge16<D>(zero, in(k0.value[0], k0.mask[0]), base + (p + k0.value[0]) * C);
+              v0 = merge16<D>(v0, in(k0.value[1], k0.mask[1]), base + (p + k0.value[1]) * C);
+              __m512 v1 = merge16<D>(zero, in(k1.value[0], k1.mask[0]), base + (p + k1.value[0]) * C);
+              v1 = merge16<D>(v1, in(k1.value[1], k1.mask[1]), base + (p + k1.value[1]) * C);
+              _mm512_storeu_ps(a + p * kLanes,
+                               _mm512_add_ps(_mm512_mul_ps(ww0, v0), _mm512_mul_ps(ww1, v1)));
+            }
+          } else {
+            // 16-bit storage: each distinct source column converted once, then blended.
+            int64_t uniq[4], nu = 0, at[4];
+            const int64_t vals[4] = {k0.value[0], k0.value[1], k1.value[0], k1.value[1]};
+            const __mmask16 masks[4] = {k0.mask[0], k0.mask[1], k1.mask[0], k1.mask[1]};
+            __mmask16 need[4] = {0, 0, 0, 0};
+            for (int i = 0; i < 4; ++i) {
+              int64_t u = 0;
+              while (u < nu && uniq[u] != vals[i]) ++u;
+              if (u == nu) uniq[nu++] = vals[i];
+              at[i] = u;
+              need[u] |= masks[i];
+            }
+            for (int64_t p = 0; p < W; ++p) {
+              __m512 L[4];
+              for (int64_t u = 0; u < nu; ++u)
+                L[u] = load16<D>(base + (p + uniq[u]) * C,
+                                 static_cast<uint64_t>(p + uniq[u]) < cols ? need[u] : __mmask16{0});
+              __m512 v0 = _mm512_maskz_mov_ps(masks[0], L[at[0]]);
+              v0 = _mm512_mask_mov_ps(v0, masks[1], L[at[1]]);
+              __m512 v1 = _mm512_maskz_mov_ps(masks[2], L[at[2]]);
+              v1 = _mm512_mask_mov_ps(v1, masks[3], L[at[3]]);
+              _mm512_storeu_ps(a + p * kLanes,
+                               _mm512_add_ps(_mm512_mul_ps(ww0, v0), _mm512_mul_ps(ww1, v1)));
+            }
+          }
+        }
+        const LanePair& j0 = cl.h[(p1 * blocks + b) * 2];
+        const LanePair& j1 = cl.h[(p1 * blocks + b) * 2 + 1];
+        const float *r00 = slot(t, j0.value[0]), *r01 = slot(t, j0.value[1]);
+        const float *r10 = slot(t, j1.value[0]), *r11 = slot(t, j1.value[1]);
+        const float* hw = &cl.h_weight[p1 * 2 * cp + b * kLanes];
+        const __m512 w0 = _mm512_loadu_ps(hw), w1 = _mm512_loadu_ps(hw + cp);
+        float* out = h_sums + t * bl;
+        for (int64_t p = 0; p < W; ++p) {
+          const int64_t o = p * kLanes;
+          __m512 u0 = _mm512_maskz_loadu_ps(j0.mask[0], r00 + o);
+          u0 = _mm512_mask_loadu_ps(u0, j0.mask[1], r01 + o);
+          __m512 u1 = _mm512_maskz_loadu_ps(j1.mask[0], r10 + o);
+          u1 = _mm512_mask_loadu_ps(u1, j1.mask[1], r11 + o);
+          _mm512_storeu_ps(out + o, _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1)));
+        }
+      }
+      const __mmask16 bad = cl.not_finite[b], cm = range_mask(b * kLanes, 0, C);
+      for (int64_t p0 = 0; p0 < de[0]; ++p0) {
+        ahead.prefetch(share);
+        const LanePair& i0 = cl.t[(p0 * blocks + b) * 2];
+        const LanePair& i1 = cl.t[(p0 * blocks + b) * 2 + 1];
+        const float* r00 = h_sums + i0.value[0] * bl;
+        const float* r01 = h_sums + i0.value[1] * bl;
+        const float* r10 = h_sums + i1.value[0] * bl;
+        const float* r11 = h_sums + i1.value[1] * bl;
+        const float* tw = &cl.t_weight[p0 * 2 * cp + b * kLanes];
+        const __m512 w0 = _mm512_loadu_ps(tw), w1 = _mm512_loadu_ps(tw + cp);
+        T* out = staged + p0 * row_len + b * kLanes;
+        for (int64_t p = 0; p < W; ++p) {
+          const int64_t o = p * kLanes;
+          __m512 u0 = _mm512_maskz_loadu_ps(i0.mask[0], r00 + o);
+          u0 = _mm512_mask_loadu_ps(u0, i0.mask[1], r01 + o);
+          __m512 u1 = _mm512_maskz_loadu_ps(i1.mask[0], r10 + o);
+          u1 = _mm512_mask_loadu_ps(u1, i1.mask[1], r11 + o);
+          __m512 sum = _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1));
+          sum = _mm512_mask_mov_ps(sum, bad, nan);
+          store16<D>(out + p * C, cm, _mm512_add_ps(sum, zero));
+        }
+      }
+    }
+    for (int64_t p0 = 0; p0 < de[0]; ++p0)
+      stream_copy(staged + p0 * row_len, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C,
+                  row_len);
   }
 }
 

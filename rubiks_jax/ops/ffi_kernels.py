@@ -127,6 +127,24 @@ def set_cpu_simd(on: bool) -> bool:
     return bool(kernel_module("_rubiks_shift_cpu").set_simd(bool(on)))
 
 
+def set_cpu_channels_last(on: bool) -> None:
+    """Lets the AVX-512 forward and input gradient run their channels-last kernel where every
+    16-channel block's shifts reach at most two source columns, rows and frames per corner
+    (on=True, the default), or always the transposing kernel. Both give the same bits; for A/B
+    measurements and for testing both kernels on one machine."""
+    if not available():
+        raise ValueError("the compiled CPU kernels are not installed")
+    kernel_module("_rubiks_shift_cpu").set_channels_last(bool(on))
+
+
+def cpu_channels_last_calls() -> int:
+    """How many forward and input-gradient calls ran the channels-last kernel in this process
+    (tests read it to know which kernel a case reached)."""
+    if not available():
+        raise ValueError("the compiled CPU kernels are not installed")
+    return int(kernel_module("_rubiks_shift_cpu").channels_last_calls())
+
+
 def _attrs(geo: Geometry) -> dict[str, np.int64]:
     st, sh, sw = geo.stride
     pt, ph, pw = geo.padding

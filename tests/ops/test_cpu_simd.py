@@ -1,6 +1,8 @@
 """The CPU kernels' AVX-512 path (forward, input and shift gradients at w stride 1) against their
 scalar path: the forward and the input gradient bit for bit (they keep the scalar arithmetic), the
-shift gradient (whose sums run in another order) to float32 rounding, reproducibly."""
+shift gradient (whose sums run in another order) to float32 rounding, reproducibly. The forward and
+the input gradient have two AVX-512 kernels (channels last where the shifts allow, transposing
+elsewhere): both are reached and give the same bits."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ pytestmark = pytest.mark.skipif(
     reason="CPU kernels not built, or this CPU has no AVX-512")
 
 
-def _run(case: Case, dtype, quantize: bool, simd: bool):
+def _run(case: Case, dtype, quantize: bool, simd: bool, channels_last: bool = True):
     assert ffi_kernels.set_cpu_simd(simd) == simd
+    ffi_kernels.set_cpu_channels_last(channels_last)
     try:
         x, shift, dy = (jnp.asarray(v) for v in make_inputs(case, dtype))
         geo = Geometry(case.shape[1:4], case.stride, case.padding)
@@ -28,6 +31,7 @@ def _run(case: Case, dtype, quantize: bool, simd: bool):
                 np.asarray(ffi_kernels.grad_shift(x, dy, shift, geo)))
     finally:
         ffi_kernels.set_cpu_simd(True)
+        ffi_kernels.set_cpu_channels_last(True)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -52,7 +56,40 @@ def test_simd_matches_scalar_kernels(case, dtype, quantize):
     np.testing.assert_allclose(dshift[finite], dshift_ref[finite], rtol=0, atol=2e-5 * scale)
 
 
-@pytest.mark.parametrize("case", [c for c in KERNEL_CASES if c.stride[2] == 1][:4], ids=str)
+UNIT_W_CASES = [c for c in KERNEL_CASES if c.stride[2] == 1]
+
+
+@pytest.mark.parametrize("quantize", [False, True], ids=["fractional", "quantized"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16],
+                         ids=["f32", "bf16", "f16"])
+@pytest.mark.parametrize("case", UNIT_W_CASES, ids=str)
+def test_channels_last_and_transposing_kernels_agree(case, dtype, quantize):
+    channels_last = _run(case, dtype, quantize, simd=True, channels_last=True)
+    transposing = _run(case, dtype, quantize, simd=True, channels_last=False)
+    for name, a, b in zip(("y", "dx"), channels_last, transposing):
+        mismatched = int(np.sum(_bits(a) != _bits(b)))
+        assert mismatched == 0, f"{name}: {mismatched} of {a.size} elements differ"
+
+
+def _ran_channels_last(case: Case, allowed: bool = True) -> bool:
+    before = ffi_kernels.cpu_channels_last_calls()
+    _run(case, jnp.float32, False, simd=True, channels_last=allowed)
+    calls = ffi_kernels.cpu_channels_last_calls() - before
+    assert calls in (0, 2), calls  # the forward and the input gradient plan alike
+    return calls == 2
+
+
+def test_both_kernels_are_reached():
+    """Shifts within (-1, 1) give each 16-channel block at most two sources per corner: channels
+    last. Wider spreads across a block's channels (integers from -3 to 3, large shifts) fall back
+    to the transposing kernel, and so does every case with the switch off."""
+    reached = {c: _ran_channels_last(c) for c in UNIT_W_CASES}
+    assert all(ran for c, ran in reached.items() if c.shifts in ("uniform", "zero"))
+    assert any(not ran for c, ran in reached.items() if c.shifts == "large" and c.shape[-1] > 1)
+    assert not any(_ran_channels_last(c, allowed=False) for c in UNIT_W_CASES)
+
+
+@pytest.mark.parametrize("case", UNIT_W_CASES[:4], ids=str)
 def test_simd_shift_gradient_matches_float64_reference(case):
     x, shift, dy = make_inputs(case)
     dshift = _run(case, jnp.float32, False, simd=True)[2]
