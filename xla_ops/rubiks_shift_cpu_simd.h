@@ -727,14 +727,12 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
         const float* hw = &cl.h_weight[p1 * 2 * cp + b * kLanes];
         const __m512 w0 = _mm512_loadu_ps(hw), w1 = _mm512_loadu_ps(hw + cp);
         float* out = h_sums + t * bl;
-        // Whole-vector loads, then blends: every row read here is a full scratch row (a source
-        // of an empty mask reads row 0), and masked loads measured about 10% slower.
         for (int64_t p = 0; p < W; ++p) {
           const int64_t o = p * kLanes;
-          __m512 u0 = _mm512_maskz_mov_ps(j0.mask[0], _mm512_loadu_ps(r00 + o));
-          u0 = _mm512_mask_mov_ps(u0, j0.mask[1], _mm512_loadu_ps(r01 + o));
-          __m512 u1 = _mm512_maskz_mov_ps(j1.mask[0], _mm512_loadu_ps(r10 + o));
-          u1 = _mm512_mask_mov_ps(u1, j1.mask[1], _mm512_loadu_ps(r11 + o));
+          __m512 u0 = _mm512_maskz_loadu_ps(j0.mask[0], r00 + o);
+          u0 = _mm512_mask_loadu_ps(u0, j0.mask[1], r01 + o);
+          __m512 u1 = _mm512_maskz_loadu_ps(j1.mask[0], r10 + o);
+          u1 = _mm512_mask_loadu_ps(u1, j1.mask[1], r11 + o);
           _mm512_storeu_ps(out + o, _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1)));
         }
       }
@@ -750,12 +748,12 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
         const float* tw = &cl.t_weight[p0 * 2 * cp + b * kLanes];
         const __m512 w0 = _mm512_loadu_ps(tw), w1 = _mm512_loadu_ps(tw + cp);
         T* out = staged + p0 * row_len + b * kLanes;
-        for (int64_t p = 0; p < W; ++p) {  // whole-vector loads, as in the h sums
+        for (int64_t p = 0; p < W; ++p) {
           const int64_t o = p * kLanes;
-          __m512 u0 = _mm512_maskz_mov_ps(i0.mask[0], _mm512_loadu_ps(r00 + o));
-          u0 = _mm512_mask_mov_ps(u0, i0.mask[1], _mm512_loadu_ps(r01 + o));
-          __m512 u1 = _mm512_maskz_mov_ps(i1.mask[0], _mm512_loadu_ps(r10 + o));
-          u1 = _mm512_mask_mov_ps(u1, i1.mask[1], _mm512_loadu_ps(r11 + o));
+          __m512 u0 = _mm512_maskz_loadu_ps(i0.mask[0], r00 + o);
+          u0 = _mm512_mask_loadu_ps(u0, i0.mask[1], r01 + o);
+          __m512 u1 = _mm512_maskz_loadu_ps(i1.mask[0], r10 + o);
+          u1 = _mm512_mask_loadu_ps(u1, i1.mask[1], r11 + o);
           __m512 sum = _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1));
           sum = _mm512_mask_mov_ps(sum, bad, nan);
           store16<D>(out + p * C, cm, _mm512_add_ps(sum, zero));
