@@ -758,7 +758,6 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
           sum = _mm512_mask_mov_ps(sum, bad, nan);
           store16<D>(out + p * C, cm, _mm512_add_ps(sum, zero));
         }
-
       }
     }
     for (int64_t p0 = 0; p0 < de[0]; ++p0)
