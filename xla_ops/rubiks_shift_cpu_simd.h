@@ -634,6 +634,12 @@ inline __m512 merge16(__m512 v, __mmask16 m, const typename Storage<D>::T* p) {
     return _mm512_mask_mov_ps(v, m, load16<D>(p, m));
 }
 
+// The vector whose lanes of lp.mask[g] come from row r_g at the same column (float32 scratch rows);
+// lanes of neither mask are +0.
+inline __m512 merge_pair(const LanePair& lp, const float* r0, const float* r1) {
+  return _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(lp.mask[0], r0), lp.mask[1], r1);
+}
+
 // As interpolate_rows (same rows, same bits), channels last, one 16-channel block at a time
 // through all three stages; needs cl.usable.
 template <DType D, bool kAdjoint>
@@ -729,10 +735,7 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
         float* out = h_sums + t * bl;
         for (int64_t p = 0; p < W; ++p) {
           const int64_t o = p * kLanes;
-          __m512 u0 = _mm512_maskz_loadu_ps(j0.mask[0], r00 + o);
-          u0 = _mm512_mask_loadu_ps(u0, j0.mask[1], r01 + o);
-          __m512 u1 = _mm512_maskz_loadu_ps(j1.mask[0], r10 + o);
-          u1 = _mm512_mask_loadu_ps(u1, j1.mask[1], r11 + o);
+          const __m512 u0 = merge_pair(j0, r00 + o, r01 + o), u1 = merge_pair(j1, r10 + o, r11 + o);
           _mm512_storeu_ps(out + o, _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1)));
         }
       }
@@ -750,10 +753,7 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
         T* out = staged + p0 * row_len + b * kLanes;
         for (int64_t p = 0; p < W; ++p) {
           const int64_t o = p * kLanes;
-          __m512 u0 = _mm512_maskz_loadu_ps(i0.mask[0], r00 + o);
-          u0 = _mm512_mask_loadu_ps(u0, i0.mask[1], r01 + o);
-          __m512 u1 = _mm512_maskz_loadu_ps(i1.mask[0], r10 + o);
-          u1 = _mm512_mask_loadu_ps(u1, i1.mask[1], r11 + o);
+          const __m512 u0 = merge_pair(i0, r00 + o, r01 + o), u1 = merge_pair(i1, r10 + o, r11 + o);
           __m512 sum = _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1));
           sum = _mm512_mask_mov_ps(sum, bad, nan);
           store16<D>(out + p * C, cm, _mm512_add_ps(sum, zero));

@@ -117,14 +117,19 @@ def cpu_simd_supported() -> bool:
     return available() and kernel_module("_rubiks_shift_cpu").simd_supported()
 
 
+def _cpu_module() -> types.ModuleType:
+    """The CPU kernels' module, for the switches below; a clear error where it is not built."""
+    if not available():
+        raise ValueError("the compiled CPU kernels are not installed")
+    return kernel_module("_rubiks_shift_cpu")
+
+
 def set_cpu_simd(on: bool) -> bool:
     """Lets the CPU kernels use their AVX-512 path where supported (on=True, the default unless
     the environment sets RUBIKS_JAX_CPU_SIMD=0) or keeps them scalar; takes effect for every later
     call, compiled or not. Returns whether the AVX-512 path is used now. For A/B measurements and
     for testing both paths on one machine."""
-    if not available():
-        raise ValueError("the compiled CPU kernels are not installed")
-    return bool(kernel_module("_rubiks_shift_cpu").set_simd(bool(on)))
+    return bool(_cpu_module().set_simd(bool(on)))
 
 
 def set_cpu_channels_last(on: bool) -> None:
@@ -132,17 +137,13 @@ def set_cpu_channels_last(on: bool) -> None:
     16-channel block's shifts reach at most two source columns, rows and frames per corner
     (on=True, the default), or always the transposing kernel. Both give the same bits; for A/B
     measurements and for testing both kernels on one machine."""
-    if not available():
-        raise ValueError("the compiled CPU kernels are not installed")
-    kernel_module("_rubiks_shift_cpu").set_channels_last(bool(on))
+    _cpu_module().set_channels_last(bool(on))
 
 
 def cpu_channels_last_calls() -> int:
     """How many forward and input-gradient calls ran the channels-last kernel in this process
     (tests read it to know which kernel a case reached)."""
-    if not available():
-        raise ValueError("the compiled CPU kernels are not installed")
-    return int(kernel_module("_rubiks_shift_cpu").channels_last_calls())
+    return int(_cpu_module().channels_last_calls())
 
 
 def _attrs(geo: Geometry) -> dict[str, np.int64]:
