@@ -10,9 +10,10 @@
 // point), interpolates 16 destination columns per instruction with masked unaligned loads (a masked
 // lane reads nothing and gives 0), and transposes each finished destination row back to (W, C).
 //
-// Where every 16-channel block reads at most two sources per corner (shifts within (-1, 1) always
-// do), interpolate_rows_cl needs no transpose: a vector is 16 channels of one column, and each
-// distinct source of a (block, corner) is merged in by one masked load (ChannelsLastPlan).
+// Where every vector reads at most two sources per corner (shifts within (-1, 1) always do),
+// interpolate_rows_cl needs no transpose: a vector is 16 consecutive elements of a (W, C) row,
+// and each distinct source of a (vector phase, corner) is merged in by one masked load
+// (ChannelsLastPlan).
 //
 // Same bits as the scalar kernels: every lane runs interpolate_point's operations in its order
 // (multiply, then add, each rounded; no FMA), and a corner is skipped where the scalar kernel skips
@@ -103,35 +104,59 @@ inline __mmask16 range_mask(int64_t base, int64_t lo, int64_t hi) {
 // load gives 0). The conversions round as Storage<D> does (bfloat16 by the same integer steps;
 // float16 by the F16C instruction, to nearest even: equal to f32_to_f16 except NaN payloads).
 template <DType D>
-inline __m512 load16(const typename Storage<D>::T* p, __mmask16 m) {
-  if constexpr (D == DType::kF32) {
-    return _mm512_maskz_loadu_ps(m, p);
+inline __m512 widen16(__m256i h) {  // 16 bfloat16 or float16 -> float32, exact
+  if constexpr (D == DType::kBF16)
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  else
+    return _mm512_cvtph_ps(h);
+}
+
+// bfloat16: the rounded value in the upper 16 bits of each 32-bit lane (lower bits arbitrary).
+// NaN keeps its upper bits with the quiet bit set; everything else rounds to nearest even.
+inline __m512i round_bf16_high(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+  return _mm512_mask_or_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), u,
+                              _mm512_set1_epi32(0x400000));
+}
+
+template <DType D>
+inline __m256i narrow16(__m512 v) {  // 16 float32 -> 16 bfloat16 or float16
+  if constexpr (D == DType::kBF16)
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(round_bf16_high(v), 16));
+  else
+    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// Two float32 vectors as one 64-byte line of 32 bfloat16 or float16 elements, lo first. For
+// bfloat16 one word permutation picks the 32 upper halves (no shift and narrowing per vector).
+template <DType D>
+inline __m512i narrow_line(__m512 lo, __m512 hi) {
+  if constexpr (D == DType::kBF16) {
+    const __m512i odd_words = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39,
+                                               37, 35, 33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13,
+                                               11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(round_bf16_high(lo), odd_words, round_bf16_high(hi));
   } else {
-    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-    if constexpr (D == DType::kBF16)
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    else
-      return _mm512_cvtph_ps(h);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(narrow16<D>(lo)), narrow16<D>(hi), 1);
   }
 }
 
 template <DType D>
+inline __m512 load16(const typename Storage<D>::T* p, __mmask16 m) {
+  if constexpr (D == DType::kF32)
+    return _mm512_maskz_loadu_ps(m, p);
+  else
+    return widen16<D>(_mm256_maskz_loadu_epi16(m, p));
+}
+
+template <DType D>
 inline void store16(typename Storage<D>::T* p, __mmask16 m, __m512 v) {
-  if constexpr (D == DType::kF32) {
+  if constexpr (D == DType::kF32)
     _mm512_mask_storeu_ps(p, m, v);
-  } else if constexpr (D == DType::kBF16) {
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i rounded =
-        _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet)));
-  } else {
-    _mm256_mask_storeu_epi16(p, m,
-                             _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
+  else
+    _mm256_mask_storeu_epi16(p, m, narrow16<D>(v));
 }
 
 // In-register transpose of a 16 x 16 float32 block: lane j of r[i] <- lane i of r[j].
@@ -539,15 +564,17 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Channels-last interpolation: the same axis-by-axis sums as interpolate_rows, with vectors of 16
-// channels at one column instead of 16 columns of one channel, so nothing is transposed. The lanes
-// of a vector read different source columns (w), rows (h) and frames (t), but only a few distinct
-// ones: lanes sharing a source are a group, and each group's value is merged into the vector by one
-// masked load. Shifts in (-1, 1) give 2 groups per corner and axis; wider spreads give more groups
-// (more loads), never a wrong result.
+// Channels-last interpolation: the same axis-by-axis sums as interpolate_rows, on the rows as they
+// lie in memory, (W, C) with channels minor, so nothing is transposed. Vector v of a row holds its
+// elements 16v .. 16v + 15, which may straddle pixels (C = 72: 4.5 vectors a pixel); lane l holds
+// channel (16v + l) mod C, a pattern that repeats every P = lcm(C, 16) / 16 vectors (the vector's
+// phase, v mod P). The lanes of a vector read different source columns (w), rows (h) and frames
+// (t), but only a few distinct ones: lanes sharing a source are a group, and each group's value is
+// merged into the vector by one masked load. Shifts in (-1, 1) give 2 groups per corner and axis;
+// wider spreads may give more, and then the transposing kernel runs instead.
 // ---------------------------------------------------------------------------------------------
 
-// A (block, corner) of an axis: its lanes read at most two distinct sources (offsets along w,
+// A (phase, corner) of an axis: its lanes read at most two distinct sources (offsets along w,
 // indices along h and t), value[g] for the lanes of mask[g]; a mask may be empty.
 struct LanePair {
   int64_t value[2];
@@ -555,12 +582,16 @@ struct LanePair {
 };
 
 struct ChannelsLastPlan {
-  bool usable;                // every (block, corner) has at most two sources
-  int64_t blocks, cp;         // 16-channel blocks; channels padded to a whole block
-  std::vector<LanePair> w, h, t;  // (block, k), (p1, block, j), (p0, block, i)
-  std::vector<float> w_weight, h_weight, t_weight;  // (2, cp), (E1, 2, cp), (E0, 2, cp); 0: skipped
-  std::vector<__mmask16> not_finite;                // (blocks,): lanes whose output is NaN
+  bool usable;                    // every (phase, corner) has at most two sources
+  int64_t phases;                 // P: lane l of a vector of phase u holds channel (16u + l) % C
+  std::vector<LanePair> w, h, t;  // (phase, k), (p1, phase, j), (p0, phase, i)
+  // Lane weights: (2, P, 16), (E1, 2, P, 16), (E0, 2, P, 16); 0 where the corner is skipped.
+  std::vector<float> w_weight, h_weight, t_weight;
+  std::vector<__mmask16> not_finite;  // (P,): lanes whose output is NaN
+  int64_t w_lo, w_hi;                 // the least and greatest w offset any lane reads
 };
+
+inline int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
 // The per-lane form of `plan` (built with kWeighted = true).
 inline ChannelsLastPlan plan_channels_last(const Geometry& g, const InterpolationPlan& plan,
@@ -569,8 +600,9 @@ inline ChannelsLastPlan plan_channels_last(const Geometry& g, const Interpolatio
   const int64_t C = g.c;
   ChannelsLastPlan cl;
   cl.usable = true;
-  cl.blocks = (C + kLanes - 1) / kLanes;
-  cl.cp = cl.blocks * kLanes;
+  cl.phases = C / gcd(C, kLanes);
+  const int64_t P = cl.phases, lanes = P * kLanes;
+  auto channel = [&](int64_t u, int64_t l) { return (u * kLanes + l) % C; };
   // The lanes with on[l] grouped by value[l].
   auto pair = [&](const int64_t* value, const bool* on) {
     LanePair lp{{0, 0}, {0, 0}};
@@ -590,180 +622,192 @@ inline ChannelsLastPlan plan_channels_last(const Geometry& g, const Interpolatio
   };
   int64_t v[kLanes];
   bool on[kLanes];
-  cl.w_weight.assign(2 * cl.cp, 0.f);
-  for (int64_t b = 0; b < cl.blocks; ++b)
+  cl.w_weight.assign(2 * lanes, 0.f);
+  cl.w_lo = cl.w_hi = 0;
+  for (int64_t u = 0; u < P; ++u)
     for (int k = 0; k < 2; ++k) {
       for (int64_t l = 0; l < kLanes; ++l) {
-        const int64_t c = b * kLanes + l;
-        on[l] = c < C && plan.w_weight[2 * c + k] != 0.f;
+        const int64_t c = channel(u, l);
+        on[l] = plan.w_weight[2 * c + k] != 0.f;
         v[l] = on[l] ? plan.w_off[2 * c + k] : 0;
-        if (on[l]) cl.w_weight[k * cl.cp + c] = plan.w_weight[2 * c + k];
+        if (!on[l]) continue;
+        cl.w_weight[k * lanes + u * kLanes + l] = plan.w_weight[2 * c + k];
+        cl.w_lo = std::min(cl.w_lo, v[l]);
+        cl.w_hi = std::max(cl.w_hi, v[l]);
       }
       cl.w.push_back(pair(v, on));
     }
   auto taps = [&](const std::vector<CornerPair>& pairs, int64_t extent, std::vector<LanePair>& out,
                   std::vector<float>& weight) {
-    weight.assign(extent * 2 * cl.cp, 0.f);
+    weight.assign(extent * 2 * lanes, 0.f);
     for (int64_t p = 0; p < extent; ++p)
-      for (int64_t b = 0; b < cl.blocks; ++b)
+      for (int64_t u = 0; u < P; ++u)
         for (int i = 0; i < 2; ++i) {
           for (int64_t l = 0; l < kLanes; ++l) {
-            const int64_t c = b * kLanes + l;
-            on[l] = c < C && pairs[p * C + c].index[i] >= 0;
-            v[l] = on[l] ? pairs[p * C + c].index[i] : 0;
-            if (on[l]) weight[(p * 2 + i) * cl.cp + c] = pairs[p * C + c].weight[i];
+            const CornerPair& cp = pairs[p * C + channel(u, l)];
+            on[l] = cp.index[i] >= 0;
+            v[l] = on[l] ? cp.index[i] : 0;
+            if (on[l]) weight[(p * 2 + i) * lanes + u * kLanes + l] = cp.weight[i];
           }
           out.push_back(pair(v, on));
         }
   };
   taps(plan.h_taps, de[1], cl.h, cl.h_weight);
   taps(plan.t_taps, de[0], cl.t, cl.t_weight);
-  cl.not_finite.assign(cl.blocks, 0);
-  for (int64_t c = 0; c < C; ++c)
-    if (!plan.finite[c]) cl.not_finite[c / kLanes] |= static_cast<__mmask16>(1u << (c % kLanes));
+  cl.not_finite.assign(P, 0);
+  for (int64_t u = 0; u < P; ++u)
+    for (int64_t l = 0; l < kLanes; ++l)
+      if (!plan.finite[channel(u, l)]) cl.not_finite[u] |= static_cast<__mmask16>(1u << l);
   return cl;
 }
 
-// v with the lanes of `m` loaded from p (float32 in registers); other lanes kept. Masked-off lanes
-// are not read (no fault), so p may lie outside the buffer where m is 0.
+// The vector whose lanes of m0 come from r0 and lanes of m1 from r1 (storage of type D, widened
+// to float32 once, after the merge); lanes of neither mask are +0, and are not read.
 template <DType D>
-inline __m512 merge16(__m512 v, __mmask16 m, const typename Storage<D>::T* p) {
+inline __m512 merge2(__mmask16 m0, const typename Storage<D>::T* r0, __mmask16 m1,
+                     const typename Storage<D>::T* r1) {
   if constexpr (D == DType::kF32)
-    return _mm512_mask_loadu_ps(v, m, p);
+    return _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(m0, r0), m1, r1);
   else
-    return _mm512_mask_mov_ps(v, m, load16<D>(p, m));
+    return widen16<D>(_mm256_mask_loadu_epi16(_mm256_maskz_loadu_epi16(m0, r0), m1, r1));
 }
 
-// The vector whose lanes of lp.mask[g] come from row r_g at the same column (float32 scratch rows);
-// lanes of neither mask are +0.
+// merge2 over float32 scratch rows r0, r1 with the groups of lp.
 inline __m512 merge_pair(const LanePair& lp, const float* r0, const float* r1) {
-  return _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(lp.mask[0], r0), lp.mask[1], r1);
+  return merge2<DType::kF32>(lp.mask[0], r0, lp.mask[1], r1);
 }
 
-// As interpolate_rows (same rows, same bits), channels last, one 16-channel block at a time
-// through all three stages; needs cl.usable.
+// As interpolate_rows (same rows, same bits), channels last; needs cl.usable. Per destination
+// row p1: the w sums of each new source row into a ring (as interpolate_rows keeps, one slot per
+// source row and frame), the h sums of every source frame, then the t sums of every destination
+// frame, written straight to the destination with streaming stores in whole 64-byte lines (no
+// staging copy) where the row is 64-byte aligned. Each stage runs phase by phase, so a phase's
+// groups, masks and weights stay in registers over its vectors v = u, u + P, ...
 template <DType D, bool kAdjoint>
 void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
                          typename Storage<D>::T* __restrict__ dst, const Geometry& g,
                          const InterpolationPlan& plan, const ChannelsLastPlan& cl, int64_t n,
                          int64_t row_begin, int64_t row_end) {
   using T = typename Storage<D>::T;
+  constexpr int64_t V = 64 / (kLanes * sizeof(T));  // vectors per 64-byte line of storage
   const int64_t* se = kAdjoint ? g.out : g.in;
   const int64_t* de = kAdjoint ? g.in : g.out;
-  const int64_t C = g.c, cp = cl.cp, blocks = cl.blocks, row_len = de[2] * C, W = de[2];
-  const int64_t R = plan.ring, slots = se[0] * R, bl = W * kLanes;  // bl: one block's row
-  const T* sample = src + n * se[0] * se[1] * se[2] * C;
+  const int64_t C = g.c, P = cl.phases, lanes = P * kLanes;
+  const int64_t len = de[2] * C, src_len = se[2] * C;     // elements of a destination, source row
+  const int64_t lines = (len + V * kLanes - 1) / (V * kLanes), rl = lines * V * kLanes;
+  const int64_t R = plan.ring, slots = se[0] * R;
+  const T* sample = src + n * se[0] * se[1] * src_len;
   thread_local std::vector<float> ring_buf, h_buf;
   thread_local std::vector<int64_t> tag_buf;
-  thread_local std::vector<T> out_buf;
-  float* ring = scratch(ring_buf, blocks * slots * bl);   // (block, frame, slot, W, 16)
-  int64_t* tag = scratch(tag_buf, blocks * slots);
-  std::fill(tag, tag + blocks * slots, int64_t{-1});
-  float* h_sums = scratch(h_buf, se[0] * bl);              // (frame, W, 16) of the current block
-  T* staged = scratch(out_buf, de[0] * row_len);           // (p0, W, C)
+  float* ring = scratch(ring_buf, slots * rl);  // (frame, slot, rl) w sums
+  int64_t* tag = scratch(tag_buf, slots);
+  std::fill(tag, tag + slots, int64_t{-1});
+  float* h_sums = scratch(h_buf, se[0] * rl);  // (frame, rl)
   const __m512 zero = _mm512_setzero_ps(), nan = _mm512_set1_ps(NAN);
-  const uint64_t cols = static_cast<uint64_t>(se[2]);
+  // Vectors [v_in, v_out) read no w corner outside the source row: no range masks there.
+  const int64_t v_in = (std::max<int64_t>(0, -cl.w_lo * C) + kLanes - 1) / kLanes;
+  const int64_t v_out = std::max(v_in, std::min(len, src_len - cl.w_hi * C) / kLanes);
   RowPrefetcher ahead;
   for (int64_t p1 = row_begin; p1 < row_end; ++p1) {
     ahead.clear();
     if (p1 + 1 < de[1])
       for (int64_t h = std::max(plan.h_hi[p1] + 1, plan.h_lo[p1 + 1]); h <= plan.h_hi[p1 + 1]; ++h)
         for (int64_t t = 0; t < se[0]; ++t)
-          ahead.queue(sample + (t * se[1] + h) * se[2] * C, se[2] * C * sizeof(T));
-    const int64_t share = ahead.share(blocks * (se[0] + de[0]));
-    for (int64_t b = 0; b < blocks; ++b) {
-      float* bring = ring + b * slots * bl;
-      int64_t* btag = tag + b * slots;
-      auto slot = [&](int64_t t, int64_t h) { return bring + (t * R + plan.slot[h]) * bl; };
-      const LanePair k0 = cl.w[2 * b];
-      const LanePair k1 = cl.w[2 * b + 1];
-      const __m512 ww0 = _mm512_loadu_ps(&cl.w_weight[b * kLanes]);
-      const __m512 ww1 = _mm512_loadu_ps(&cl.w_weight[cp + b * kLanes]);
-      for (int64_t t = 0; t < se[0]; ++t) {
-        ahead.prefetch(share);
-        for (int64_t h = plan.h_lo[p1]; h <= plan.h_hi[p1]; ++h) {
-          const int64_t s = t * R + plan.slot[h];
-          if (btag[s] == h) continue;
-          btag[s] = h;
-          const T* base = sample + (t * se[1] + h) * se[2] * C + b * kLanes;
-          float* a = bring + s * bl;
-          if constexpr (D == DType::kF32) {
-            for (int64_t p = 0; p < W; ++p) {
-              auto in = [&](int64_t off, __mmask16 m) {
-                return static_cast<uint64_t>(p + off) < cols ? m : __mmask16{0};
-              };
-              __m512 v0 = merge16<D>(zero, in(k0.value[0], k0.mask[0]), base + (p + k0.value[0]) * C);
-              v0 = merge16<D>(v0, in(k0.value[1], k0.mask[1]), base + (p + k0.value[1]) * C);
-              __m512 v1 = merge16<D>(zero, in(k1.value[0], k1.mask[0]), base + (p + k1.value[0]) * C);
-              v1 = merge16<D>(v1, in(k1.value[1], k1.mask[1]), base + (p + k1.value[1]) * C);
-              _mm512_storeu_ps(a + p * kLanes,
-                               _mm512_add_ps(_mm512_mul_ps(ww0, v0), _mm512_mul_ps(ww1, v1)));
+          ahead.queue(sample + (t * se[1] + h) * src_len, src_len * sizeof(T));
+    const int64_t share = ahead.share(se[0] + de[0]);
+    for (int64_t t = 0; t < se[0]; ++t) {
+      ahead.prefetch(share);
+      for (int64_t h = plan.h_lo[p1]; h <= plan.h_hi[p1]; ++h) {
+        const int64_t s = t * R + plan.slot[h];
+        if (tag[s] == h) continue;
+        tag[s] = h;
+        const T* x = sample + (t * se[1] + h) * src_len;
+        float* a = ring + s * rl;
+        for (int64_t u = 0; u < P; ++u) {
+          const LanePair k0 = cl.w[2 * u], k1 = cl.w[2 * u + 1];
+          const __m512 ww0 = _mm512_loadu_ps(&cl.w_weight[u * kLanes]);
+          const __m512 ww1 = _mm512_loadu_ps(&cl.w_weight[lanes + u * kLanes]);
+          const int64_t o00 = k0.value[0] * C, o01 = k0.value[1] * C;
+          const int64_t o10 = k1.value[0] * C, o11 = k1.value[1] * C;
+          auto w_sum = [&](int64_t e, auto at_edge) {
+            __mmask16 m00 = k0.mask[0], m01 = k0.mask[1], m10 = k1.mask[0], m11 = k1.mask[1];
+            if constexpr (decltype(at_edge)::value) {  // lanes whose source pixel lies outside
+              m00 &= range_mask(e + o00, 0, src_len);
+              m01 &= range_mask(e + o01, 0, src_len);
+              m10 &= range_mask(e + o10, 0, src_len);
+              m11 &= range_mask(e + o11, 0, src_len);
             }
-          } else {
-            // 16-bit storage: each distinct source column converted once, then blended.
-            int64_t uniq[4], nu = 0, at[4];
-            const int64_t vals[4] = {k0.value[0], k0.value[1], k1.value[0], k1.value[1]};
-            const __mmask16 masks[4] = {k0.mask[0], k0.mask[1], k1.mask[0], k1.mask[1]};
-            __mmask16 need[4] = {0, 0, 0, 0};
-            for (int i = 0; i < 4; ++i) {
-              int64_t u = 0;
-              while (u < nu && uniq[u] != vals[i]) ++u;
-              if (u == nu) uniq[nu++] = vals[i];
-              at[i] = u;
-              need[u] |= masks[i];
-            }
-            for (int64_t p = 0; p < W; ++p) {
-              __m512 L[4];
-              for (int64_t u = 0; u < nu; ++u)
-                L[u] = load16<D>(base + (p + uniq[u]) * C,
-                                 static_cast<uint64_t>(p + uniq[u]) < cols ? need[u] : __mmask16{0});
-              __m512 v0 = _mm512_maskz_mov_ps(masks[0], L[at[0]]);
-              v0 = _mm512_mask_mov_ps(v0, masks[1], L[at[1]]);
-              __m512 v1 = _mm512_maskz_mov_ps(masks[2], L[at[2]]);
-              v1 = _mm512_mask_mov_ps(v1, masks[3], L[at[3]]);
-              _mm512_storeu_ps(a + p * kLanes,
-                               _mm512_add_ps(_mm512_mul_ps(ww0, v0), _mm512_mul_ps(ww1, v1)));
-            }
+            const __m512 v0 = merge2<D>(m00, x + e + o00, m01, x + e + o01);
+            const __m512 v1 = merge2<D>(m10, x + e + o10, m11, x + e + o11);
+            _mm512_store_ps(a + e, _mm512_add_ps(_mm512_mul_ps(ww0, v0), _mm512_mul_ps(ww1, v1)));
+          };
+          for (int64_t e = u * kLanes; e < rl; e += lanes) {
+            const int64_t vec = e / kLanes;
+            if (vec >= v_in && vec < v_out)
+              w_sum(e, std::false_type{});
+            else
+              w_sum(e, std::true_type{});
           }
         }
-        const LanePair j0 = cl.h[(p1 * blocks + b) * 2];
-        const LanePair j1 = cl.h[(p1 * blocks + b) * 2 + 1];
-        const float *r00 = slot(t, j0.value[0]), *r01 = slot(t, j0.value[1]);
-        const float *r10 = slot(t, j1.value[0]), *r11 = slot(t, j1.value[1]);
-        const float* hw = &cl.h_weight[p1 * 2 * cp + b * kLanes];
-        const __m512 w0 = _mm512_loadu_ps(hw), w1 = _mm512_loadu_ps(hw + cp);
-        float* out = h_sums + t * bl;
-        for (int64_t p = 0; p < W; ++p) {
-          const int64_t o = p * kLanes;
-          const __m512 u0 = merge_pair(j0, r00 + o, r01 + o), u1 = merge_pair(j1, r10 + o, r11 + o);
-          _mm512_storeu_ps(out + o, _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1)));
-        }
       }
-      const __mmask16 bad = cl.not_finite[b], cm = range_mask(b * kLanes, 0, C);
-      for (int64_t p0 = 0; p0 < de[0]; ++p0) {
-        ahead.prefetch(share);
-        const LanePair i0 = cl.t[(p0 * blocks + b) * 2];
-        const LanePair i1 = cl.t[(p0 * blocks + b) * 2 + 1];
-        const float* r00 = h_sums + i0.value[0] * bl;
-        const float* r01 = h_sums + i0.value[1] * bl;
-        const float* r10 = h_sums + i1.value[0] * bl;
-        const float* r11 = h_sums + i1.value[1] * bl;
-        const float* tw = &cl.t_weight[p0 * 2 * cp + b * kLanes];
-        const __m512 w0 = _mm512_loadu_ps(tw), w1 = _mm512_loadu_ps(tw + cp);
-        T* out = staged + p0 * row_len + b * kLanes;
-        for (int64_t p = 0; p < W; ++p) {
-          const int64_t o = p * kLanes;
-          const __m512 u0 = merge_pair(i0, r00 + o, r01 + o), u1 = merge_pair(i1, r10 + o, r11 + o);
-          __m512 sum = _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1));
-          sum = _mm512_mask_mov_ps(sum, bad, nan);
-          store16<D>(out + p * C, cm, _mm512_add_ps(sum, zero));
+      float* out = h_sums + t * rl;
+      auto slot = [&](int64_t h) { return ring + (t * R + plan.slot[h]) * rl; };
+      for (int64_t u = 0; u < P; ++u) {
+        const LanePair j0 = cl.h[(p1 * P + u) * 2], j1 = cl.h[(p1 * P + u) * 2 + 1];
+        const float *r00 = slot(j0.value[0]), *r01 = slot(j0.value[1]);
+        const float *r10 = slot(j1.value[0]), *r11 = slot(j1.value[1]);
+        const float* hw = &cl.h_weight[p1 * 2 * lanes + u * kLanes];
+        const __m512 w0 = _mm512_loadu_ps(hw), w1 = _mm512_loadu_ps(hw + lanes);
+        for (int64_t e = u * kLanes; e < rl; e += lanes) {
+          const __m512 u0 = merge_pair(j0, r00 + e, r01 + e), u1 = merge_pair(j1, r10 + e, r11 + e);
+          _mm512_store_ps(out + e, _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1)));
         }
       }
     }
-    for (int64_t p0 = 0; p0 < de[0]; ++p0)
-      stream_copy(staged + p0 * row_len, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C,
-                  row_len);
+    // t sums, a 64-byte line (V vectors) at a time; line phases repeat every P / gcd(P, V) lines.
+    const int64_t line_phases = P / gcd(P, V);
+    for (int64_t p0 = 0; p0 < de[0]; ++p0) {
+      ahead.prefetch(share);
+      T* row = dst + ((n * de[0] + p0) * de[1] + p1) * len;
+      const bool aligned = reinterpret_cast<uintptr_t>(row) % 64 == 0;
+      for (int64_t k = 0; k < line_phases; ++k) {
+        LanePair i0[V], i1[V];
+        __m512 w0[V], w1[V];
+        __mmask16 bad[V];
+        for (int64_t j = 0; j < V; ++j) {
+          const int64_t u = (k * V + j) % P;
+          i0[j] = cl.t[(p0 * P + u) * 2];
+          i1[j] = cl.t[(p0 * P + u) * 2 + 1];
+          const float* tw = &cl.t_weight[p0 * 2 * lanes + u * kLanes];
+          w0[j] = _mm512_loadu_ps(tw);
+          w1[j] = _mm512_loadu_ps(tw + lanes);
+          bad[j] = cl.not_finite[u];
+        }
+        auto t_sum = [&](int64_t j, int64_t e) {
+          const __m512 u0 = merge_pair(i0[j], h_sums + i0[j].value[0] * rl + e,
+                                       h_sums + i0[j].value[1] * rl + e);
+          const __m512 u1 = merge_pair(i1[j], h_sums + i1[j].value[0] * rl + e,
+                                       h_sums + i1[j].value[1] * rl + e);
+          const __m512 sum = _mm512_add_ps(_mm512_mul_ps(w0[j], u0), _mm512_mul_ps(w1[j], u1));
+          return _mm512_add_ps(_mm512_mask_mov_ps(sum, bad[j], nan), zero);
+        };
+        for (int64_t e = k * V * kLanes; e < rl; e += line_phases * V * kLanes) {
+          if (aligned && e + V * kLanes <= len) {
+            if constexpr (V == 1)
+              _mm512_stream_ps(row + e, t_sum(0, e));
+            else
+              _mm512_stream_si512(reinterpret_cast<__m512i*>(row + e),
+                                  narrow_line<D>(t_sum(0, e), t_sum(1, e + kLanes)));
+          } else {
+            for (int64_t j = 0; j < V && e + j * kLanes < len; ++j)
+              store16<D>(row + e + j * kLanes, range_mask(e + j * kLanes, 0, len),
+                         t_sum(j, e + j * kLanes));
+          }
+        }
+      }
+    }
   }
+  _mm_sfence();  // the streamed lines are visible before the task reports itself done
 }
 
 // Adds to acc ((C, 3, 16) float32 lane sums) the shift gradient of output rows p1 in
