@@ -375,6 +375,18 @@ class RowPrefetcher {
   }
   // Lines per call of prefetch() that cover the queue in `calls` calls.
   int64_t share(int64_t calls) const { return (total_ + calls - 1) / std::max<int64_t>(calls, 1); }
+  // For tick(): spread the queue over the next `calls` calls, a line or a few every few calls.
+  void spread(int64_t calls) {
+    calls = std::max<int64_t>(calls, 1);
+    per_ = std::max<int64_t>(1, (total_ + calls - 1) / calls);
+    every_ = std::max<int64_t>(1, calls * per_ / std::max<int64_t>(total_, 1));
+    ticks_ = 0;
+  }
+  void tick() {
+    if (++ticks_ < every_) return;
+    ticks_ = 0;
+    prefetch(per_);
+  }
   void prefetch(int64_t lines) {
     for (; lines > 0 && row_ < static_cast<int64_t>(rows_.size()); --lines) {
       _mm_prefetch(rows_[row_].start + line_ * 64, _MM_HINT_T1);
@@ -388,7 +400,7 @@ class RowPrefetcher {
     int64_t lines;
   };
   std::vector<Row> rows_;
-  int64_t total_ = 0, row_ = 0, line_ = 0;
+  int64_t total_ = 0, row_ = 0, line_ = 0, per_ = 1, every_ = 1, ticks_ = 0;
 };
 
 // The w sums (and, kDerivative, the w differences v1 - v0) of the source rows of one sample, in
@@ -714,9 +726,10 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
       for (int64_t h = std::max(plan.h_hi[p1] + 1, plan.h_lo[p1 + 1]); h <= plan.h_hi[p1 + 1]; ++h)
         for (int64_t t = 0; t < se[0]; ++t)
           ahead.queue(sample + (t * se[1] + h) * src_len, src_len * sizeof(T));
-    const int64_t share = ahead.share(se[0] + de[0]);
+    // One prefetch every few h vectors and t lines: finer than a burst per frame, which timed
+    // 9-17% slower at the paper shape (KERNEL_NOTES v9).
+    ahead.spread(se[0] * rl / kLanes + de[0] * lines);
     for (int64_t t = 0; t < se[0]; ++t) {
-      ahead.prefetch(share);
       for (int64_t h = plan.h_lo[p1]; h <= plan.h_hi[p1]; ++h) {
         const int64_t s = t * R + plan.slot[h];
         if (tag[s] == h) continue;
@@ -759,6 +772,7 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
         const float* hw = &cl.h_weight[p1 * 2 * lanes + u * kLanes];
         const __m512 w0 = _mm512_loadu_ps(hw), w1 = _mm512_loadu_ps(hw + lanes);
         for (int64_t e = u * kLanes; e < rl; e += lanes) {
+          ahead.tick();
           const __m512 u0 = merge_pair(j0, r00 + e, r01 + e), u1 = merge_pair(j1, r10 + e, r11 + e);
           _mm512_store_ps(out + e, _mm512_add_ps(_mm512_mul_ps(w0, u0), _mm512_mul_ps(w1, u1)));
         }
@@ -767,7 +781,6 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
     // t sums, a 64-byte line (V vectors) at a time; line phases repeat every P / gcd(P, V) lines.
     const int64_t line_phases = P / gcd(P, V);
     for (int64_t p0 = 0; p0 < de[0]; ++p0) {
-      ahead.prefetch(share);
       T* row = dst + ((n * de[0] + p0) * de[1] + p1) * len;
       const bool aligned = reinterpret_cast<uintptr_t>(row) % 64 == 0;
       for (int64_t k = 0; k < line_phases; ++k) {
@@ -792,6 +805,7 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
           return _mm512_add_ps(_mm512_mask_mov_ps(sum, bad[j], nan), zero);
         };
         for (int64_t e = k * V * kLanes; e < rl; e += line_phases * V * kLanes) {
+          ahead.tick();
           if (aligned && e + V * kLanes <= len) {
             if constexpr (V == 1)
               _mm512_stream_ps(row + e, t_sum(0, e));
