@@ -11,23 +11,29 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from rubiks_jax.layers import RubiksShiftBlock
 from train import evaluation, steps
+
+
+class Small(nn.Module):
+    """Stem, one RubiksShift block, 5-way classifier: quick to compile. (B, T, H, W, 3) -> (B, 5)."""
+    variant: str = "rubiks3d"
+    bn_axis_name: str | None = steps.AXIS
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(8, (3, 3), (2, 2), use_bias=False)(x)
+        x = RubiksShiftBlock(8, 1, variant=self.variant, bn_axis_name=self.bn_axis_name)(x, train)
+        return jnp.mean(nn.Dense(5)(jnp.mean(x, axis=(2, 3))), axis=1)
+
 
 SCRIPT = textwrap.dedent("""
     import functools
-    import flax, flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+    import flax, jax, jax.numpy as jnp, numpy as np
     from rubiks_jax import optim
-    from rubiks_jax.layers import RubiksShiftBlock
     from rubiks_jax.models import get_loss
+    from tests.train.test_steps import Small
     from train import steps
-
-    class Small(nn.Module):  # stem, one RubiksShift block, classifier: quick to compile
-        bn_axis_name: str = None
-        @nn.compact
-        def __call__(self, x, train=False):
-            x = nn.Conv(8, (3, 3), (2, 2), use_bias=False)(x)
-            x = RubiksShiftBlock(8, 1, bn_axis_name=self.bn_axis_name)(x, train)
-            return jnp.mean(nn.Dense(5)(jnp.mean(x, axis=(2, 3))), axis=1)
 
     rng = np.random.default_rng(0)
     batch = {"video": jnp.asarray(rng.standard_normal((8, 4, 8, 8, 3)), jnp.float32),
@@ -73,28 +79,16 @@ def test_pmapped_step_on_four_devices_equals_one_device():
 def test_aq_step_sets_temperature_and_budget_loss_lowers_the_budget():
     import functools
 
-    import flax
-    import flax.linen as nn
     import jax
-    import jax.numpy as jnp
-    import numpy as np
 
     from rubiks_jax import optim
-    from rubiks_jax.layers import TEMPERATURE_COLLECTION, RubiksShiftBlock
+    from rubiks_jax.layers import TEMPERATURE_COLLECTION
     from rubiks_jax.models import get_loss, mean_budget
-    from train import steps
-
-    class SmallAQ(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            x = nn.Conv(8, (3, 3), (2, 2), use_bias=False)(x)
-            x = RubiksShiftBlock(8, 1, variant="rubiks3d_aq", bn_axis_name=steps.AXIS)(x, train)
-            return jnp.mean(nn.Dense(5)(jnp.mean(x, axis=(2, 3))), axis=1)
 
     rng = np.random.default_rng(0)
     batch = {"video": jnp.asarray(rng.standard_normal((1, 4, 4, 8, 8, 3)), jnp.float32),
              "label": jnp.asarray(rng.integers(0, 5, (1, 4)), jnp.int32)}
-    model = SmallAQ()
+    model = Small(variant="rubiks3d_aq")
     v = model.init(jax.random.PRNGKey(0), batch["video"][0, :1])
     tx, _ = optim.make_optimizer(base_lr=1.0, steps_per_epoch=10, warmup_epochs=0,
                                  decay_epochs=(5,), shift_lr_ratio=1.0, params=v["params"])
@@ -128,15 +122,7 @@ def test_a_non_finite_step_changes_nothing_but_the_step_counter():
     import jax
 
     from rubiks_jax import optim
-    from rubiks_jax.layers import RubiksShiftBlock
     from rubiks_jax.models import get_loss
-
-    class Small(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            x = nn.Conv(8, (3, 3), (2, 2), use_bias=False)(x)
-            x = RubiksShiftBlock(8, 1, bn_axis_name=steps.AXIS)(x, train)
-            return jnp.mean(nn.Dense(5)(jnp.mean(x, axis=(2, 3))), axis=1)
 
     rng = np.random.default_rng(0)
     video = rng.standard_normal((1, 4, 4, 8, 8, 3)).astype(np.float32)
