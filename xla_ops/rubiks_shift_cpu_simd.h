@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <vector>
 
 #include "rubiks_shift_math.h"
@@ -603,8 +604,6 @@ struct ChannelsLastPlan {
   int64_t w_lo, w_hi;                 // the least and greatest w offset any lane reads
 };
 
-inline int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
-
 // The per-lane form of `plan` (built with kWeighted = true).
 inline ChannelsLastPlan plan_channels_last(const Geometry& g, const InterpolationPlan& plan,
                                            bool adjoint) {
@@ -612,7 +611,7 @@ inline ChannelsLastPlan plan_channels_last(const Geometry& g, const Interpolatio
   const int64_t C = g.c;
   ChannelsLastPlan cl;
   cl.usable = true;
-  cl.phases = C / gcd(C, kLanes);
+  cl.phases = C / std::gcd(C, kLanes);
   const int64_t P = cl.phases, lanes = P * kLanes;
   auto channel = [&](int64_t u, int64_t l) { return (u * kLanes + l) % C; };
   // The lanes with on[l] grouped by value[l].
@@ -727,7 +726,7 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
         for (int64_t t = 0; t < se[0]; ++t)
           ahead.queue(sample + (t * se[1] + h) * src_len, src_len * sizeof(T));
     // One prefetch every few h vectors and t lines: finer than a burst per frame, which timed
-    // 9-17% slower at the paper shape (KERNEL_NOTES v9).
+    // slower at the paper shape (f32 and bf16; KERNEL_NOTES v9).
     ahead.spread(se[0] * rl / kLanes + de[0] * lines);
     for (int64_t t = 0; t < se[0]; ++t) {
       for (int64_t h = plan.h_lo[p1]; h <= plan.h_hi[p1]; ++h) {
@@ -779,7 +778,7 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
       }
     }
     // t sums, a 64-byte line (V vectors) at a time; line phases repeat every P / gcd(P, V) lines.
-    const int64_t line_phases = P / gcd(P, V);
+    const int64_t line_phases = P / std::gcd(P, V);
     for (int64_t p0 = 0; p0 < de[0]; ++p0) {
       T* row = dst + ((n * de[0] + p0) * de[1] + p1) * len;
       const bool aligned = reinterpret_cast<uintptr_t>(row) % 64 == 0;
