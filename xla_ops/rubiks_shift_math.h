@@ -416,46 +416,109 @@ RS_HD WInterior<I> w_interior(const Geometry& g, const ChannelShift& cs, const b
           static_cast<I>(next)};
 }
 
-// Calls point.template operator()<kAllOn>(p, w_off, w_on) for p in [begin, end) in increasing
-// order: the edges through the cursor, the interior with constant steps. kAllOn: all 8 corners are
-// present (interior point of a row whose t and h corners are all present), so the point function
-// compiles without its selects.
-template <typename I, bool kAdjoint, bool kUnitW, typename Point>
-RS_HD void walk_row(const Geometry& g, const ChannelShift& cs, const RowSetup<I>& r, int64_t begin,
-                    int64_t end, Point&& point) {
+// A point's 8 corner values, read as corner(i, j, k) for t corner i, h corner j, w corner k
+// (absent corners read a clamped, valid element; the point function selects them away).
+// SourceCorners loads each where the point function reads it; HeldCorners hands out values already
+// in registers (the carried interior below).
+template <DType D, typename I>
+struct SourceCorners {
+  const typename Storage<D>::T* __restrict__ src;
+  const RowSetup<I>& r;
+  I w_off[2];
+  RS_HD float operator()(int i, int j, int k) const {
+    return Storage<D>::load(src[r.src[i][j] + w_off[k]]);
+  }
+};
+
+struct HeldCorners {
+  const float (&v)[2][2][2];
+  RS_HD float operator()(int i, int j, int k) const { return v[i][j][k]; }
+};
+
+// Calls point.template operator()<kAllOn>(p, corner, w_on) for p in [begin, end) in increasing
+// order, corner the point's corner values in src (SourceCorners or HeldCorners): the edges through
+// the cursor, the interior with constant steps. kAllOn: all 8 corners are present (interior point
+// of a row whose t and h corners are all present), so the point function compiles without its
+// selects. kMayCarry: the interior may carry shared corners from point to point (below).
+template <DType D, typename I, bool kAdjoint, bool kUnitW, bool kMayCarry, typename Point>
+RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geometry& g,
+                    const ChannelShift& cs, const RowSetup<I>& r, int64_t begin, int64_t end,
+                    Point&& point) {
   const WInterior<I> in = w_interior<I, kAdjoint, kUnitW>(g, cs, r.w_use, begin, end);
   auto edge = [&](I from, I to) {
     if (from >= to) return;
     WCursor<I, kAdjoint, kUnitW> w(g, cs, r.w_use, from);
 #pragma unroll 1
     for (I p = from; p < to; ++p) {
-      const I w_off[2] = {w.offset(0), w.offset(1)};
       const bool w_on[2] = {w.on(0), w.on(1)};
-      point.template operator()<false>(p, w_off, w_on);
+      point.template operator()<false>(p, SourceCorners<D, I>{src, r, {w.offset(0), w.offset(1)}},
+                                       w_on);
       w.advance();
     }
   };
+  // At unit w stride neighbouring interior points share a source column: corner 1 of p is corner
+  // 0 of p + 1 (forward), corner 0 of p is corner 1 of p + 1 (adjoint). The carried interior keeps
+  // those four values in registers, so a point loads 4 values instead of 8; the values, hence the
+  // bits, are the same. Measured on an H200 (docs/KERNEL_NOTES.md, CUDA v3): the forward and the
+  // input gradient 12-14% faster, the shift gradient's pass 1 24% slower (its 64-register loop
+  // lost issue rate), so only the interpolation kernels carry (kMayCarry).
   auto interior = [&]<bool kAllOn>() {
     const bool w_on[2] = {true, true};
     I off = in.first;
 #pragma unroll 1
+    for (I p = in.lo; p < in.hi; ++p, off += in.step)
+      point.template operator()<kAllOn>(p, SourceCorners<D, I>{src, r, {off, off + in.next}}, w_on);
+  };
+  constexpr int kFresh = kAdjoint ? 0 : 1;  // the w corner a carried point loads
+  auto carried_interior = [&]<bool kAllOn>() {
+    const bool w_on[2] = {true, true};
+    I off = in.first;
+    float v[2][2][2];
+    if (in.lo < in.hi) {  // primes the carry: corner 1 - kFresh of the first point
+      const I first = kFresh ? off : static_cast<I>(off + in.next);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) v[i][j][kFresh] = Storage<D>::load(src[r.src[i][j] + first]);
+    }
+#pragma unroll 1
     for (I p = in.lo; p < in.hi; ++p, off += in.step) {
-      const I w_off[2] = {off, off + in.next};
-      point.template operator()<kAllOn>(p, w_off, w_on);
+      const I fresh = kFresh ? static_cast<I>(off + in.next) : off;
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          v[i][j][1 - kFresh] = v[i][j][kFresh];
+          v[i][j][kFresh] = Storage<D>::load(src[r.src[i][j] + fresh]);
+        }
+      point.template operator()<kAllOn>(p, HeldCorners{v}, w_on);
     }
   };
   edge(static_cast<I>(begin), in.lo);
-  if (r.t_on[0] && r.t_on[1] && r.h_on[0] && r.h_on[1])
+  const bool all_on = r.t_on[0] && r.t_on[1] && r.h_on[0] && r.h_on[1];
+  // Forward interior: corner 0 advances by step = sw * C and corner 1 sits next = C after it;
+  // adjoint interior (unit stride only): step = C, next = -C. Sharing needs |step| == C.
+  bool carry = false;
+  if constexpr (kMayCarry) carry = in.step == (kAdjoint ? -in.next : in.next);
+  if (carry) {
+    if constexpr (kMayCarry) {
+      if (all_on)
+        carried_interior.template operator()<true>();
+      else
+        carried_interior.template operator()<false>();
+    }
+  } else if (all_on) {
     interior.template operator()<true>();
-  else
+  } else {
     interior.template operator()<false>();
+  }
   edge(in.hi, static_cast<I>(end));
 }
 
-// One destination point: the 8-corner weighted sum, accumulated in f32 in the order t, h, w.
-template <DType D, typename I, bool kAllOn>
-RS_HD float interpolate_point(const typename Storage<D>::T* src, const RowSetup<I>& r,
-                              const I (&w_off)[2], const bool (&w_on)[2]) {
+// One destination point from its corner values: the 8-corner weighted sum, accumulated in f32 in
+// the order t, h, w.
+template <typename I, bool kAllOn, typename Corners>
+RS_HD float interpolate_point(const RowSetup<I>& r, const Corners& corner, const bool (&w_on)[2]) {
   float acc = 0.f;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -465,8 +528,7 @@ RS_HD float interpolate_point(const typename Storage<D>::T* src, const RowSetup<
       float acc_h = 0.f;
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
-        const float v = Storage<D>::load(src[r.src[i][j] + w_off[k]]);
-        const float sum = acc_h + r.ww[k] * v;
+        const float sum = acc_h + r.ww[k] * corner(i, j, k);
         acc_h = (kAllOn || w_on[k]) ? sum : acc_h;
       }
       const float sum = acc_t + r.wh[j] * acc_h;
@@ -492,9 +554,10 @@ RS_HD void interpolate_row(const typename Storage<D>::T* __restrict__ src,
     return;
   }
   const RowSetup<I> r = row_setup<I, kAdjoint, /*kWeighted=*/true>(g, cs, n, p0, p1, c);
-  walk_row<I, kAdjoint, kUnitW>(
-      g, cs, r, begin, end, [&]<bool kAllOn>(I p, const I(&w_off)[2], const bool(&w_on)[2]) {
-        dst[p * C] = Storage<D>::store(interpolate_point<D, I, kAllOn>(src, r, w_off, w_on));
+  walk_row<D, I, kAdjoint, kUnitW, /*kMayCarry=*/true>(
+      src, g, cs, r, begin, end,
+      [&]<bool kAllOn, typename Corners>(I p, const Corners& corner, const bool(&w_on)[2]) {
+        dst[p * C] = Storage<D>::store(interpolate_point<I, kAllOn>(r, corner, w_on));
       });
 }
 
@@ -527,8 +590,9 @@ RS_HD void shift_grad_row(const typename Storage<D>::T* __restrict__ x,
       pw[a][b] = r.wt[a] * r.wh[b];
     }
   float g0 = grad[0], g1 = grad[1], g2 = grad[2];
-  walk_row<I, /*kAdjoint=*/false, /*kUnitW=*/false>(
-      g, cs, r, begin, end, [&]<bool kAllOn>(I ow, const I(&w_off)[2], const bool(&w_on)[2]) {
+  walk_row<D, I, /*kAdjoint=*/false, /*kUnitW=*/false, /*kMayCarry=*/false>(
+      x, g, cs, r, begin, end,
+      [&]<bool kAllOn, typename Corners>(I ow, const Corners& corner, const bool(&w_on)[2]) {
         const float upstream = Storage<D>::load(dy_row[ow * C]);
         float gt = 0.f, gh = 0.f, gw = 0.f;
 #pragma unroll
@@ -537,7 +601,7 @@ RS_HD void shift_grad_row(const typename Storage<D>::T* __restrict__ x,
           for (int j = 0; j < 2; ++j)
 #pragma unroll
             for (int k = 0; k < 2; ++k) {
-              const float v = Storage<D>::load(x[r.src[i][j] + w_off[k]]);
+              const float v = corner(i, j, k);
               const bool on = kAllOn || (r.t_on[i] && r.h_on[j] && w_on[k]);
               const float mt = pt[j][k] * v, mh = ph[i][k] * v, mw = pw[i][j] * v;
               const float st = i ? gt + mt : gt - mt, sh = j ? gh + mh : gh - mh,
