@@ -60,6 +60,9 @@ BENCH_SUITES=(
 # compute-sanitizer tools and their kernel filters (kns= matches a substring of the mangled name;
 # all our kernels live in namespace rubiks). initcheck, the slowest over all kernels, goes last.
 SANITIZERS=("memcheck|" "racecheck|kns=rubiks" "synccheck|kns=rubiks" "initcheck|")
+# XLA without its memory pool: every buffer its own cudaMalloc, nothing allocated ahead (sanitize,
+# profile).
+PLATFORM_ALLOCATOR=(XLA_PYTHON_CLIENT_ALLOCATOR=platform XLA_PYTHON_CLIENT_PREALLOCATE=false)
 BENCH_EXTRA=${GPU_CHECK_BENCH_EXTRA:-}  # options added to every suite, e.g. --quick for a dry run
 
 STAGE_LOG=/dev/null
@@ -477,8 +480,7 @@ stage_sanitize() {
     mark=$(log_mark)
     # The platform allocator gives every XLA buffer its own cudaMalloc, so an access past one is
     # out of bounds for the tool (inside XLA's pool it would land in a neighbour).
-    run_logged "$(remaining)" env XLA_PYTHON_CLIENT_ALLOCATOR=platform \
-      XLA_PYTHON_CLIENT_PREALLOCATE=false "$sanitizer" --tool "$tool" "${filter[@]}" \
+    run_logged "$(remaining)" env "${PLATFORM_ALLOCATOR[@]}" "$sanitizer" --tool "$tool" "${filter[@]}" \
       --error-exitcode 1 --print-limit 20 --target-processes application-only \
       "$PYTHON" scripts/gpu_smoke.py
     rc=$?
@@ -563,11 +565,10 @@ stage_profile() {
   summary drop "$OUT_DIR" profile
   # Only kernels whose demangled name holds "rubiks" (our namespace); the workload launches
   # nothing of ours before the two profiled calls, so no --launch-skip is needed.
-  # The platform allocator without preallocation: ncu's kernel replay saves and restores the
-  # device memory a kernel may write, and XLA's default pool (75% of the GPU) made one pass of the
-  # first profile outlast a 90-s budget.
-  run_logged "$(remaining)" env XLA_PYTHON_CLIENT_ALLOCATOR=platform \
-    XLA_PYTHON_CLIENT_PREALLOCATE=false "$ncu" --target-processes application-only \
+  # PLATFORM_ALLOCATOR: ncu's kernel replay saves and restores the device memory a kernel may
+  # write, and XLA's default pool (75% of the GPU) made one pass of the first profile outlast a
+  # 90-s budget.
+  run_logged "$(remaining)" env "${PLATFORM_ALLOCATOR[@]}" "$ncu" --target-processes application-only \
     --kernel-name-base demangled --kernel-name regex:rubiks --launch-count 16 \
     --metrics "$("$PYTHON" scripts/gpu_profile.py metrics)" --csv --print-units base \
     --log-file "$csv" "$PYTHON" scripts/gpu_profile.py run

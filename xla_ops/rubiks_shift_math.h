@@ -459,9 +459,10 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
   // At unit w stride neighbouring interior points share a source column: corner 1 of p is corner
   // 0 of p + 1 (forward), corner 0 of p is corner 1 of p + 1 (adjoint). The carried interior keeps
   // those four values in registers, so a point loads 4 values instead of 8; the values, hence the
-  // bits, are the same. Measured on an H200 (docs/KERNEL_NOTES.md, CUDA v3): the forward and the
-  // input gradient 12-14% faster, the shift gradient's pass 1 24% slower (its 64-register loop
-  // lost issue rate), so only the interpolation kernels carry (kMayCarry).
+  // bits, are the same. On an H200 (docs/KERNEL_NOTES.md, CUDA v3) it sped up the forward and the
+  // input gradient but slowed the shift gradient's pass 1, so only the interpolation kernels carry
+  // (kMayCarry). The dispatch below is written out in full: folding it into one lambda over kAllOn
+  // cost three i32 kernels 8 registers (62% -> 50% occupancy, `bench sass`).
   auto interior = [&]<bool kAllOn>() {
     const bool w_on[2] = {true, true};
     I off = in.first;
