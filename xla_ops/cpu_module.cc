@@ -3,14 +3,18 @@
 
 RUBIKS_SHIFT_MODULE(
     _rubiks_shift_cpu, Cpu, "", "RubiksShift XLA FFI handlers for the host (cpu) platform.",
-    m.def("simd_supported", &rubiks::cpu_simd_supported,
-          "Whether this CPU runs the AVX-512 kernels (forward, input and shift gradients at w "
-          "stride 1).");
-    m.def("set_simd", &rubiks::set_cpu_simd, pybind11::arg("on"),
-          "Use the AVX-512 kernels where supported (True, the default unless RUBIKS_JAX_CPU_SIMD=0) "
-          "or the scalar ones; returns whether the AVX-512 kernels are used now.");
+    m.def(
+        "simd_best", [] { return static_cast<int>(rubiks::cpu_simd_best()); },
+        "The best vector level this CPU runs: 0 scalar, 1 AVX2 (with FMA and F16C), 2 AVX-512 "
+        "(F, BW, VL, DQ).");
+    m.def(
+        "simd_level", [] { return static_cast<int>(rubiks::cpu_simd_isa()); },
+        "The vector level the kernels use now (0 scalar, 1 AVX2, 2 AVX-512).");
+    m.def("set_simd", &rubiks::set_cpu_simd, pybind11::arg("cap"),
+          "Caps the vector level (0 scalar, 1 AVX2, 2 AVX-512; the default is 2 unless "
+          "RUBIKS_JAX_CPU_SIMD=0 or avx2); returns the level used now.");
     m.def("set_channels_last", &rubiks::set_cpu_channels_last, pybind11::arg("on"),
-          "Let the AVX-512 forward and input gradient run channels last where the shifts allow "
+          "Let the vectorised forward and input gradient run channels last where the shifts allow "
           "(True, the default) or always transpose (False); both give the same bits.");
     m.def(
         "channels_last_calls", [] { return rubiks::cpu_channels_last_calls().load(); },

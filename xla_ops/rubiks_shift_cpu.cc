@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "rubiks_shift_cpu_avx2.h"
+#include "rubiks_shift_cpu_avx512.h"
 #include "rubiks_shift_cpu_simd.h"
 #include "rubiks_shift_ffi.h"
 #include "rubiks_shift_kernels.h"
@@ -45,6 +47,23 @@ ffi::Future parallel_for(ffi::ThreadPool& pool, int64_t n, int64_t grain, Body b
     });
   }
   return future;
+}
+
+// Calls f(K{}), K the simd::<isa>::Kernels of the vector width in use, and returns true; false
+// where the scalar kernels run.
+template <typename F>
+bool with_simd_kernels(F&& f) {
+  switch (cpu_simd_isa()) {
+    case SimdIsa::kAvx512:
+      f(simd::avx512::Kernels{});
+      return true;
+    case SimdIsa::kAvx2:
+      f(simd::avx2::Kernels{});
+      return true;
+    case SimdIsa::kScalar:
+      break;
+  }
+  return false;
 }
 
 ffi::Future ready(ffi::Error error) {
@@ -103,32 +122,27 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
         }
       });
     };
-    if (cpu_simd_available() && g.stride[2] == 1) {
-      // Tasks are blocks of destination rows of one sample; a sample is split only when there are
-      // fewer samples than tasks the pool can use (each block re-transposes a few source rows).
-      auto plan = std::make_shared<simd::InterpolationPlan>(
-          simd::plan_interpolation_cpu<kAdjoint>(g, cs->data()));
-      auto cl = std::make_shared<simd::ChannelsLastPlan>(
-          simd::plan_channels_last(g, *plan, kAdjoint));
-      const bool use_cl = cl->usable && cpu_channels_last_switch().load();
-      if (use_cl) cpu_channels_last_calls().fetch_add(1);
-      const int64_t wanted = std::max<int64_t>(1, pool.num_threads()) * 4;
-      const int64_t blocks = std::clamp<int64_t>((wanted + g.n - 1) / g.n, 1, e1);
-      auto tasks = [=](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t n = task / blocks, b = task % blocks;
-          if (use_cl)
-            simd::interpolate_rows_cl<D, kAdjoint>(in, out, g, *plan, *cl, n,
-                                                   e1 * b / blocks, e1 * (b + 1) / blocks);
-          else
-            simd::interpolate_rows<D, kAdjoint>(in, out, g, *plan, n,
-                                                e1 * b / blocks, e1 * (b + 1) / blocks);
-        }
-      };
-      const int64_t grain = std::max<int64_t>(1, (1 << 16) / (row_len * e1 * e0 / blocks + 1));
-      result = parallel_for(pool, g.n * blocks, grain, tasks, [cs, plan, cl] {});
+    if (g.stride[2] == 1 && with_simd_kernels([&](auto kernels) {
+          using K = decltype(kernels);
+          // Tasks are blocks of destination rows of one sample; a sample is split only when there
+          // are fewer samples than tasks the pool can use (each block re-forms a few source rows).
+          auto plan = std::make_shared<typename K::Plan>(K::template plan<kAdjoint>(g, cs->data()));
+          auto cl = std::make_shared<typename K::ClPlan>(K::plan_cl(g, *plan, kAdjoint));
+          const bool use_cl = cl->usable && cpu_channels_last_switch().load();
+          if (use_cl) cpu_channels_last_calls().fetch_add(1);
+          const int64_t wanted = std::max<int64_t>(1, pool.num_threads()) * 4;
+          const int64_t blocks = std::clamp<int64_t>((wanted + g.n - 1) / g.n, 1, e1);
+          auto tasks = [=](int64_t begin, int64_t end) {
+            for (int64_t task = begin; task < end; ++task) {
+              const int64_t n = task / blocks, b = task % blocks;
+              K::template rows<D, kAdjoint>(in, out, g, *plan, use_cl ? cl.get() : nullptr, n,
+                                            e1 * b / blocks, e1 * (b + 1) / blocks);
+            }
+          };
+          const int64_t grain = std::max<int64_t>(1, (1 << 16) / (row_len * e1 * e0 / blocks + 1));
+          result = parallel_for(pool, g.n * blocks, grain, tasks, [cs, plan, cl] {});
+        }))
       return ffi::Error::Success();
-    }
     const int64_t grain = std::max<int64_t>(1, (1 << 14) / row_len);
     result = parallel_for(pool, rows, grain, body, [cs] {});
     return ffi::Error::Success();
@@ -169,53 +183,55 @@ ffi::Future GradShift(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
   float* part = partials->typed_data();
   float* out = dshift->typed_data();
   const int64_t c3 = g.c * 3;
-  if (cpu_simd_available() && g.stride[2] == 1) {
-    // Tasks are runs of (n, output row) units, as many as the shape allows up to kGradShiftTasks
-    // (never more than the partials buffer holds); each sums its units into its own row of
-    // partials, and the last task sums the rows in task order: the result depends on the shape
-    // alone, not on the thread count.
-    constexpr int64_t kGradShiftTasks = 16;
-    const int64_t units = g.n * g.out[1];
-    const int64_t tasks = std::clamp<int64_t>(std::min(chunks, kGradShiftTasks), 1,
-                                              std::max<int64_t>(units, 1));
-    auto plan = std::make_shared<simd::InterpolationPlan>(
-        simd::plan_interpolation_cpu</*kAdjoint=*/false, /*kWeighted=*/false>(g, cs->data()));
-    auto finish = [=] {
-      for (int64_t i = 0; i < c3; ++i) {
-        float sum = 0.f;
-        for (int64_t k = 0; k < tasks; ++k) sum += part[k * c3 + i];
-        out[i] = (*cs)[i / 3].finite ? sum : NAN;
-      }
-    };
-    ffi::Future result = ready(ffi::Error::Success());
-    ffi::Error err = dispatch_dtype(x.element_type(), kGradShiftTarget, [&]<DType D>() {
-      using T = typename Storage<D>::T;
-      const T* xs = reinterpret_cast<const T*>(x.untyped_data());
-      const T* dys = reinterpret_cast<const T*>(dy.untyped_data());
-      auto body = [=](int64_t begin, int64_t end) {
-        thread_local std::vector<float> acc_buf;
-        float* acc = simd::scratch(acc_buf, g.c * 3 * simd::kLanes);
-        for (int64_t k = begin; k < end; ++k) {
-          std::fill(acc, acc + g.c * 3 * simd::kLanes, 0.f);
-          // Units [u0, u1) of task k, one run per sample.
-          for (int64_t u = units * k / tasks, u1 = units * (k + 1) / tasks; u < u1;) {
-            const int64_t n = u / g.out[1], p1 = u % g.out[1];
-            const int64_t stop = std::min(u1 - n * g.out[1], g.out[1]);
-            simd::shift_grad_rows<D>(xs, dys, g, *plan, n, p1, stop, acc);
-            u = n * g.out[1] + stop;
+  ffi::Future result = ready(ffi::Error::Success());
+  ffi::Error err = ffi::Error::Success();
+  if (g.stride[2] == 1 && with_simd_kernels([&](auto kernels) {
+        using K = decltype(kernels);
+        // Tasks are runs of (n, output row) units, as many as the shape allows up to
+        // kGradShiftTasks (never more than the partials buffer holds); each sums its units into
+        // its own row of partials, and the last task sums the rows in task order: the result
+        // depends on the shape (and the vector width) alone, not on the thread count.
+        constexpr int64_t kGradShiftTasks = 16;
+        const int64_t units = g.n * g.out[1];
+        const int64_t tasks = std::clamp<int64_t>(std::min(chunks, kGradShiftTasks), 1,
+                                                  std::max<int64_t>(units, 1));
+        auto plan = std::make_shared<typename K::Plan>(
+            K::template plan</*kAdjoint=*/false, /*kWeighted=*/false>(g, cs->data()));
+        auto finish = [=] {
+          for (int64_t i = 0; i < c3; ++i) {
+            float sum = 0.f;
+            for (int64_t k = 0; k < tasks; ++k) sum += part[k * c3 + i];
+            out[i] = (*cs)[i / 3].finite ? sum : NAN;
           }
-          simd::reduce_lanes(acc, part + k * c3, c3);
-        }
-      };
-      result = parallel_for(pool, tasks, 1, body, finish);
-      return ffi::Error::Success();
-    });
+        };
+        err = dispatch_dtype(x.element_type(), kGradShiftTarget, [&]<DType D>() {
+          using T = typename Storage<D>::T;
+          const T* xs = reinterpret_cast<const T*>(x.untyped_data());
+          const T* dys = reinterpret_cast<const T*>(dy.untyped_data());
+          auto body = [=](int64_t begin, int64_t end) {
+            thread_local std::vector<float> acc_buf;
+            float* acc = simd::scratch(acc_buf, c3 * K::lanes);
+            for (int64_t k = begin; k < end; ++k) {
+              std::fill(acc, acc + c3 * K::lanes, 0.f);
+              // Units [u0, u1) of task k, one run per sample.
+              for (int64_t u = units * k / tasks, u1 = units * (k + 1) / tasks; u < u1;) {
+                const int64_t n = u / g.out[1], p1 = u % g.out[1];
+                const int64_t stop = std::min(u1 - n * g.out[1], g.out[1]);
+                K::template shift_grad<D>(xs, dys, g, *plan, n, p1, stop, acc);
+                u = n * g.out[1] + stop;
+              }
+              K::reduce(acc, part + k * c3, c3);
+            }
+          };
+          result = parallel_for(pool, tasks, 1, body, finish);
+          return ffi::Error::Success();
+        });
+      })) {
     if (!err.success()) return ready(std::move(err));
     return result;
   }
   auto finish = [=] { reduce_partials_on_host(part, out, chunks, c3); };
-  ffi::Future result = ready(ffi::Error::Success());
-  ffi::Error err = dispatch_dtype(x.element_type(), kGradShiftTarget, [&]<DType D>() {
+  err = dispatch_dtype(x.element_type(), kGradShiftTarget, [&]<DType D>() {
     using T = typename Storage<D>::T;
     const T* xs = reinterpret_cast<const T*>(x.untyped_data());
     const T* dys = reinterpret_cast<const T*>(dy.untyped_data());

@@ -111,10 +111,24 @@ def cuda_emulation_built() -> bool:
     return "_rubiks_shift_cuda_emulation" in _registered_modules()
 
 
+# The CPU kernels' vector levels, in order (the C++ SimdIsa): each runs where the CPU has it.
+CPU_SIMD_LEVELS = ("scalar", "avx2", "avx512")
+
+
+def cpu_simd_isas() -> tuple[str, ...]:
+    """The vector instruction sets the CPU kernels can use on this CPU, best first: ("avx512",
+    "avx2") with AVX-512 F/BW/VL/DQ, ("avx2",) with AVX2, FMA and F16C only, () otherwise or where
+    the kernels are not built. The vectorised kernels cover the forward, input and shift gradients
+    at w stride 1; the scalar kernels run elsewhere."""
+    if not available():
+        return ()
+    best = int(kernel_module("_rubiks_shift_cpu").simd_best())
+    return tuple(reversed(CPU_SIMD_LEVELS[1:best + 1]))
+
+
 def cpu_simd_supported() -> bool:
-    """True when the CPU kernels have their AVX-512 path on this CPU (forward, input and shift
-    gradients at w stride 1; the scalar kernels run elsewhere)."""
-    return available() and kernel_module("_rubiks_shift_cpu").simd_supported()
+    """True when the CPU kernels have a vectorised path (AVX2 or AVX-512) on this CPU."""
+    return bool(cpu_simd_isas())
 
 
 def _cpu_module() -> types.ModuleType:
@@ -124,17 +138,30 @@ def _cpu_module() -> types.ModuleType:
     return kernel_module("_rubiks_shift_cpu")
 
 
-def set_cpu_simd(on: bool) -> bool:
-    """Lets the CPU kernels use their AVX-512 path where supported (on=True, the default unless
-    the environment sets RUBIKS_JAX_CPU_SIMD=0) or keeps them scalar; takes effect for every later
-    call, compiled or not. Returns whether the AVX-512 path is used now. For A/B measurements and
-    for testing both paths on one machine."""
-    return bool(_cpu_module().set_simd(bool(on)))
+def cpu_simd_isa() -> str:
+    """The vector instruction set the CPU kernels use now: "avx512", "avx2" or "scalar"."""
+    return CPU_SIMD_LEVELS[int(_cpu_module().simd_level())]
+
+
+def set_cpu_simd(isa: bool | str) -> str:
+    """Caps the CPU kernels' vector instruction set: True (the best this CPU has; the default
+    unless the environment sets RUBIKS_JAX_CPU_SIMD=0 or =avx2), False or "scalar" (the scalar
+    kernels), "avx2" (AVX2 even on an AVX-512 CPU) or "avx512". Takes effect for every later call,
+    compiled or not. Returns the one used now (see cpu_simd_isa). For A/B measurements and for
+    testing every path on one machine."""
+    if isinstance(isa, bool):
+        cap = len(CPU_SIMD_LEVELS) - 1 if isa else 0
+    elif isa in CPU_SIMD_LEVELS:
+        cap = CPU_SIMD_LEVELS.index(isa)
+    else:
+        raise ValueError(f"set_cpu_simd: isa must be True, False or one of {CPU_SIMD_LEVELS}, "
+                         f"got {isa!r}")
+    return CPU_SIMD_LEVELS[int(_cpu_module().set_simd(cap))]
 
 
 def set_cpu_channels_last(on: bool) -> None:
-    """Lets the AVX-512 forward and input gradient run their channels-last kernel where every
-    16-channel block's shifts reach at most two source columns, rows and frames per corner
+    """Lets the vectorised forward and input gradient run their channels-last kernel where every
+    vector's channels (16 or 8 lanes) reach at most two source columns, rows and frames per corner
     (on=True, the default), or always the transposing kernel. Both give the same bits; for A/B
     measurements and for testing both kernels on one machine."""
     _cpu_module().set_channels_last(bool(on))
