@@ -127,18 +127,17 @@ template <DType D, bool kWhole>
 inline Vec merge2(Mask m0, const typename Storage<D>::T* r0, Mask m1,
                   const typename Storage<D>::T* r1) {
   if constexpr (D == DType::kF32) {
-    if constexpr (kWhole)
-      return _mm256_or_ps(_mm256_and_ps(_mm256_loadu_ps(r0), _mm256_castsi256_ps(lanes32(m0))),
-                          _mm256_and_ps(_mm256_loadu_ps(r1), _mm256_castsi256_ps(lanes32(m1))));
+    if constexpr (kWhole)  // the groups are disjoint: pick by m1, then clear the lanes of neither
+      return _mm256_and_ps(_mm256_blendv_ps(_mm256_loadu_ps(r0), _mm256_loadu_ps(r1),
+                                            _mm256_castsi256_ps(lanes32(m1))),
+                           _mm256_castsi256_ps(lanes32(m0 | m1)));
     else
       return _mm256_or_ps(_mm256_maskload_ps(r0, lanes32(m0)), _mm256_maskload_ps(r1, lanes32(m1)));
   } else {
     if constexpr (kWhole) {
-      const __m128i a = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0)),
-                                      lanes16(m0));
-      const __m128i b = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r1)),
-                                      lanes16(m1));
-      return widen<D>(_mm_or_si128(a, b));
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r1));
+      return widen<D>(_mm_and_si128(_mm_blendv_epi8(a, b, lanes16(m1)), lanes16(m0 | m1)));
     } else {
       alignas(16) uint16_t lane[kLanes];
       for (int l = 0; l < kLanes; ++l)

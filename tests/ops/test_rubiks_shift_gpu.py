@@ -71,7 +71,7 @@ def test_cuda_matches_cpu_kernels_bit_for_bit(case, quantize, dtype):
     """Both run the row functions of rubiks_shift_math.h with every float operation rounded on its
     own (nvcc -fmad=false, host -ffp-contract=off) and the same reduction order: the same bits.
     (Hardware and software bf16/f16 conversions differ only in a NaN's payload; these cases have
-    no NaN.) The CPU side is the scalar kernels: the AVX-512 path sums the shift gradient in
+    no NaN.) The CPU side is the scalar kernels: the vectorised paths sum the shift gradient in
     another order (test_cpu_simd.py)."""
     x, shift, dy = make_inputs(case, dtype)
     x, shift, dy = (jnp.asarray(v) for v in (x, shift, dy))
