@@ -156,6 +156,18 @@ def test_op_suite_backward_mode_runs_no_forward():
     assert "rubiks_shift_forward" in hlo["fwd+bwd"]
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_op_floor_negates_by_the_sign_bit(dtype):
+    """The floor's x -> -x on the bits gives -x exactly, signed zeros, infinities and NaN too."""
+    from rubiks_jax.bench import op
+
+    x = jnp.asarray(np.array([0.0, -0.0, 1.5, -2.25, 3e-5, np.inf, -np.inf, np.nan, 65000.0],
+                             np.float32)).astype(dtype)
+    got = np.asarray(op._negate_bits(x))
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got.view(np.uint8), np.asarray(-x).view(np.uint8))
+
+
 @pytest.mark.skipif(not ffi_available(), reason="kernels not built")
 def test_op_floor_loop_is_one_pass_per_call():
     """The bandwidth reference: one elementwise pass over x per call, one call per trip (two would
