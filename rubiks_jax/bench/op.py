@@ -12,8 +12,9 @@ Effective bandwidth is measured against the bytes the op must move (its memory f
 reads x and writes y; the backward reads dy and x and writes dx. So forward moves |x| + |y|
 elements, backward 2|x| + |y| and forward+backward 3|x| + 2|y|. A streaming copy-like kernel
 (x -> -x in place as a flip of the sign bit, one read and one write) timed the same way in the
-same run gives the machine's achievable bandwidth, hence the floor time of each entry. (In place, a CPU saves the
-read-for-ownership that an op writing a separate output pays, so there the floor is optimistic.)
+same run gives the machine's achievable bandwidth, hence the floor time of each entry. (In place, a
+CPU saves the read-for-ownership that an op writing a separate output pays, so there the floor is
+optimistic.)
 """
 
 from __future__ import annotations
@@ -200,7 +201,6 @@ def format_table(result: dict) -> str:
     copy = {(tuple(r["shape"]), r["dtype"]): (r["copy_gbps"], r["copy_iters"])
             for r in result["rows"]}
     lines.append("floor = bytes the op must move / bandwidth of x -> -x (sign-bit flip) timed the "
-                 "same way in this "
-                 "run: " + ", ".join(f"{s} {d}: {bw:.1f} GB/s (K={k})"
+                 "same way in this run: " + ", ".join(f"{s} {d}: {bw:.1f} GB/s (K={k})"
                                      for (s, d), (bw, k) in copy.items()))
     return "\n".join(lines)

@@ -72,9 +72,9 @@ def make_inputs(case: Case, dtype=np.float32):
     return x.astype(dtype), shift, dy.astype(dtype)
 
 # For the kernel-against-kernel comparisons: channels 1 / 13 / 33 / 72 (a CUDA warp spans one or
-# several rows and segments; the CPU's vectorised kernels take 16 or 8 channels at a time), W past one
-# CUDA segment (32) and past several vectors of 16, strides 1-3 on every axis, padding, and every kind
-# of shift.
+# several rows and segments; the CPU's vectorised kernels take 16 or 8 channels at a time), W past
+# one CUDA segment (32) and past several vectors of 16, strides 1-3 on every axis, padding, and every
+# kind of shift.
 KERNEL_CASES = CASES + [
     Case((1, 3, 5, 70, 13), stride=(1, 1, 1), padding=(0, 1, 0), shifts="large", seed=21),
     Case((2, 4, 6, 33, 33), stride=(2, 3, 1), padding=(1, 2, 0), shifts="mixed", seed=22),

@@ -1,7 +1,7 @@
 """The CUDA kernels' own bodies (thread index mapping, w segments, 32- and 64-bit offsets, the
 shift gradient's chunked pass 1 and block-reduced pass 2), run on the host over the grid the CUDA
-handlers launch, against the scalar CPU kernels bit for bit (the CPU's vectorised kernels are checked
-against those in test_cpu_simd.py). Only the hardware stays untested here."""
+handlers launch, against the scalar CPU kernels bit for bit (the CPU's vectorised kernels are
+checked against those in test_cpu_simd.py). Only the hardware stays untested here."""
 
 from __future__ import annotations
 
