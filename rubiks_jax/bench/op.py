@@ -124,8 +124,8 @@ def _steps(impl: str) -> dict[str, Callable[[Carry], Carry]]:
 def _negate_bits(x: jax.Array) -> jax.Array:
     """-x as a flip of the sign bit on x's bits (an unsigned integer of its width): the same
     values as -x at the cost of one integer op per element, whatever the float type. XLA:CPU's own
-    float negation ran 3x slower at the paper shape in float32 and 5x in bfloat16 (measured on a
-    Sapphire Rapids VM): it would put the floor below what the memory allows."""
+    float negation ran 2-3x slower at the paper shape in float32 and 3.5-8x in bfloat16 (measured on
+    a Sapphire Rapids VM): it would put the floor below what the memory allows."""
     bits = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[x.dtype.itemsize]
     sign = np.array(1 << (8 * x.dtype.itemsize - 1), bits)
     return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x, bits) ^ sign, x.dtype)
