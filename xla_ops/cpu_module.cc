@@ -1,6 +1,8 @@
 #include "rubiks_shift_cpu_simd.h"
 #include "rubiks_shift_module.h"
 
+extern "C" XLA_FFI_Error* RubiksStreamNegateCpu(XLA_FFI_CallFrame* call_frame);
+
 RUBIKS_SHIFT_MODULE(
     _rubiks_shift_cpu, Cpu, "", "RubiksShift XLA FFI handlers for the host (cpu) platform.",
     m.def(
@@ -18,4 +20,13 @@ RUBIKS_SHIFT_MODULE(
           "(True, the default) or always transpose (False); both give the same bits.");
     m.def(
         "channels_last_calls", [] { return rubiks::cpu_channels_last_calls().load(); },
-        "How many forward / input-gradient calls ran the channels-last kernel so far.");)
+        "How many forward / input-gradient calls ran the channels-last kernel so far.");
+    m.def(
+        "bench_registrations",
+        [] {
+          pybind11::dict d;
+          d["rubiks_jax_stream_negate"] = rubiks::handler_capsule(RubiksStreamNegateCpu);
+          return d;
+        },
+        "Targets of the benchmarks' instruments, not of the op: rubiks_jax_stream_negate (y = -x "
+        "into a separate buffer, the op suite's memory floor).");)

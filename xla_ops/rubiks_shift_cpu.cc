@@ -2,6 +2,8 @@
 // row functions of rubiks_shift_math.h (shared with the CUDA kernels, so both give the same bits);
 // this file splits the rows into contiguous blocks spread over XLA's intra-op thread pool, and each
 // handler returns an ffi::Future that completes when the last block is done.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -258,6 +260,91 @@ ffi::Future GradShift(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
   return result;
 }
 
+// The op benchmark's memory floor on the host (not part of the op): y = -x into a separate buffer,
+// as a flip of each element's sign bit, so one read of x and one write of y per element and nothing
+// else, spread over the pool like the kernels. An op that writes a new tensor cannot move its bytes
+// faster than this; an in-place loop can (it pays no read for ownership and keeps one tensor's worth
+// of lines in the cache), so it is no floor for the op. `streaming`: non-temporal stores (the way the
+// kernels write y) or plain ones; the benchmark takes the faster.
+template <bool kStream>
+__attribute__((target("avx512f"))) void negate_lines_avx512(const char* src, char* dst,
+                                                            int64_t lines, uint64_t sign) {
+  const __m512i s = _mm512_set1_epi64(static_cast<long long>(sign));
+  for (int64_t i = 0; i < lines; ++i) {
+    const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(src + 64 * i), s);
+    if constexpr (kStream)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + 64 * i), v);
+    else
+      _mm512_storeu_si512(dst + 64 * i, v);
+  }
+}
+
+template <bool kStream>
+__attribute__((target("avx2"))) void negate_lines_avx2(const char* src, char* dst, int64_t lines,
+                                                      uint64_t sign) {
+  const __m256i s = _mm256_set1_epi64x(static_cast<long long>(sign));
+  for (int64_t i = 0; i < 2 * lines; ++i) {
+    const __m256i v =
+        _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * i)), s);
+    if constexpr (kStream)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + 32 * i), v);
+    else
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32 * i), v);
+  }
+}
+
+// Bytes [begin, end) of the buffers, begin a multiple of 8 (so byte b's sign mask is byte b % 8 of
+// `sign`). Whole 64-byte lines go through the vector path when dst is 64-byte aligned there.
+void negate_bytes(const char* src, char* dst, int64_t begin, int64_t end, uint64_t sign,
+                  bool streaming) {
+  const auto mask = [sign](int64_t b) { return static_cast<char>(sign >> (8 * (b % 8))); };
+  int64_t b = begin;
+  // The machine's best vector level, whatever cap the op's kernels run under: a floor of the
+  // memory, not of the op.
+  const SimdIsa isa = cpu_simd_best();
+  if (isa != SimdIsa::kScalar) {
+    for (; b < end && (reinterpret_cast<uintptr_t>(dst + b) % 64 != 0); ++b)
+      dst[b] = src[b] ^ mask(b);
+    const int64_t lines = (end - b) / 64;
+    if (isa == SimdIsa::kAvx512)
+      (streaming ? negate_lines_avx512<true> : negate_lines_avx512<false>)(src + b, dst + b, lines,
+                                                                            sign);
+    else
+      (streaming ? negate_lines_avx2<true> : negate_lines_avx2<false>)(src + b, dst + b, lines,
+                                                                        sign);
+    if (streaming) _mm_sfence();  // the non-temporal stores are visible before the call completes
+    b += 64 * lines;
+  }
+  for (; b < end; ++b) dst[b] = src[b] ^ mask(b);
+}
+
+ffi::Future StreamNegate(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y,
+                         bool streaming) {
+  const ffi::DataType t = x.element_type();
+  if (t != ffi::DataType::F32 && t != ffi::DataType::BF16 && t != ffi::DataType::F16 &&
+      t != ffi::DataType::F64)
+    return ready(ffi::Error::InvalidArgument(
+        "rubiks_jax_stream_negate: x must be float16, bfloat16, float32 or float64"));
+  if (y->element_type() != t || y->size_bytes() != x.size_bytes())
+    return ready(ffi::Error::InvalidArgument(
+        "rubiks_jax_stream_negate: y must have x's dtype and size"));
+  const size_t item = ffi::ByteWidth(t);
+  const uint64_t sign = item == 8 ? 0x8000000000000000ull
+                      : item == 4 ? 0x8000000080000000ull
+                                  : 0x8000800080008000ull;
+  const char* src = static_cast<const char*>(x.untyped_data());
+  char* dst = static_cast<char*>(y->untyped_data());
+  const int64_t bytes = static_cast<int64_t>(x.size_bytes());
+  // Blocks of whole lines (256 KiB at least), so each starts at a multiple of 64 bytes.
+  const int64_t lines = (bytes + 63) / 64;
+  return parallel_for(
+      pool, lines, 4096,
+      [=](int64_t begin, int64_t end) {
+        negate_bytes(src, dst, 64 * begin, std::min(bytes, 64 * end), sign, streaming);
+      },
+      [] {});
+}
+
 }  // namespace
 }  // namespace rubiks
 
@@ -285,3 +372,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RubiksShiftGradShiftCpu, rubiks::GradShift,
                                                      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                                      .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
                                                      .Ret<xla::ffi::Buffer<xla::ffi::F32>>()));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RubiksStreamNegateCpu, rubiks::StreamNegate,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Arg<xla::ffi::AnyBuffer>()
+                                  .Ret<xla::ffi::AnyBuffer>()
+                                  .Attr<bool>("streaming"));

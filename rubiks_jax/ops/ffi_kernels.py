@@ -90,7 +90,10 @@ def _registered_modules() -> tuple[str, ...]:
             lib = kernel_module(module)
         except ImportError:
             continue
-        for name, capsule in lib.registrations().items():
+        targets = dict(lib.registrations())
+        if hasattr(lib, "bench_registrations"):  # the CPU module's benchmark instruments
+            targets.update(lib.bench_registrations())
+        for name, capsule in targets.items():
             jax.ffi.register_ffi_target(name, capsule, platform=platform)
         found.append(module)
     return tuple(found)
@@ -171,6 +174,19 @@ def cpu_channels_last_calls() -> int:
     """How many forward and input-gradient calls ran the channels-last kernel in this process
     (tests read it to know which kernel a case reached)."""
     return int(_cpu_module().channels_last_calls())
+
+
+STREAM_NEGATE = "rubiks_jax_stream_negate"
+
+
+def stream_negate(x: jnp.ndarray, streaming: bool = True) -> jnp.ndarray:
+    """-x written to a new buffer (a flip of the sign bit; one read of x, one write), on the host:
+    the op benchmark's memory floor, not part of the op. `streaming`: non-temporal stores (as the
+    kernels write their outputs) or plain ones. x: any shape, float16/bfloat16/float32/float64."""
+    if not available():
+        raise RuntimeError("stream_negate needs the compiled CPU kernels (_rubiks_shift_cpu)")
+    return jax.ffi.ffi_call(STREAM_NEGATE, jax.ShapeDtypeStruct(x.shape, x.dtype))(
+        x, streaming=bool(streaming))
 
 
 def _attrs(geo: Geometry) -> dict[str, np.int64]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -169,17 +170,61 @@ def test_op_floor_negates_by_the_sign_bit(dtype):
 
 
 @pytest.mark.skipif(not ffi_available(), reason="kernels not built")
-def test_op_floor_loop_is_one_pass_per_call():
-    """The bandwidth reference: one elementwise pass over x per call, one call per trip (two would
-    be fused into one pass), in place, no copy."""
+def test_op_inplace_floor_loop_is_one_pass_per_call():
+    """The in-place pass: one elementwise pass over x per call, one call per trip (two would be
+    fused into one pass), in place, no copy."""
     from rubiks_jax.bench import op
 
     make = op._inputs(op.QUICK_SHAPE, jnp.float32)
-    assert op.CALLS_PER_TRIP["copy"] == 1
-    hlo = loop_calls(op._copy_step, 5, calls_per_trip=1).lower(make(0)).compile().as_text()
+    assert op.CALLS_PER_TRIP["inplace"] == 1
+    hlo = loop_calls(op._inplace_step, 5, calls_per_trip=1).lower(make(0)).compile().as_text()
     trips, body = _the_loop(hlo)
     assert trips == 5
     assert _full_size_work(body, op.QUICK_SHAPE) == ["fusion"]
+
+
+@pytest.mark.skipif(not ffi_available(), reason="kernels not built")
+@pytest.mark.parametrize("streaming", [True, False])
+def test_op_out_of_place_floor_loop_is_one_pass_per_call(streaming):
+    """The CPU floor's pass: two stream_negate calls per trip, each writing a buffer other than
+    its input (no copy, nothing else over a full-size tensor), like the kernels' loop."""
+    from rubiks_jax.bench import op
+
+    make = op._inputs(op.QUICK_SHAPE, jnp.float32)
+    assert op.CALLS_PER_TRIP["stream"] == op.CALLS_PER_TRIP["plain"] == 2
+    hlo = loop_calls(op._out_of_place_step(streaming), 6, calls_per_trip=2).lower(
+        make(0)).compile().as_text()
+    trips, body = _the_loop(hlo)
+    assert trips == 3
+    assert body.count('custom_call_target="rubiks_jax_stream_negate"') == 2
+    assert set(_full_size_work(body, op.QUICK_SHAPE)) == {"custom-call"}
+
+
+@pytest.mark.skipif(not ffi_available(), reason="kernels not built")
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("streaming", [True, False])
+@pytest.mark.parametrize("size", [1, 7, 33, 4099, 300_001])
+def test_stream_negate_is_minus_x(dtype, streaming, size):
+    """The out-of-place floor pass gives -x bit for bit (odd sizes: the scalar head and tail
+    around the vector lines), into a new buffer, x unchanged."""
+    from rubiks_jax.ops import ffi_kernels
+
+    rng = np.random.default_rng(size)
+    x_np = rng.standard_normal(size).astype(np.float32)
+    x_np[: min(size, 4)] = [0.0, -0.0, np.inf, np.nan][: min(size, 4)]
+    x = jnp.asarray(x_np).astype(dtype)
+    before = np.asarray(x).copy()
+    got = np.asarray(jax.jit(ffi_kernels.stream_negate, static_argnums=1)(x, streaming))
+    np.testing.assert_array_equal(got.view(np.uint8), np.asarray(-x).view(np.uint8))
+    np.testing.assert_array_equal(np.asarray(x).view(np.uint8), before.view(np.uint8))
+
+
+@pytest.mark.skipif(not ffi_available(), reason="kernels not built")
+def test_stream_negate_rejects_integer_input():
+    from rubiks_jax.ops import ffi_kernels
+
+    with pytest.raises(Exception, match="x must be float16, bfloat16, float32 or float64"):
+        jax.block_until_ready(ffi_kernels.stream_negate(jnp.arange(8, dtype=jnp.int32)))
 
 
 @pytest.mark.skipif(not ffi_available(), reason="kernels not built")
@@ -197,7 +242,10 @@ def test_op_suite(tmp_path, capsys):
         assert r["min_s"] <= r["median_s"] <= r["max_s"]
         assert r["iters"] == 1 or r["iters"] % op.CALLS_PER_TRIP[r["impl"]] == 0
         assert r["sample_median_s"] == pytest.approx(r["median_s"] * r["iters"])
-        assert r["copy_iters"] >= 1
+        assert r["floor_iters"] >= 1 and r["floor_kind"] in ("stream", "plain")
+        assert set(r["floor_passes_gbps"]) == {"stream", "plain", "inplace"}
+        assert r["floor_gbps"] == pytest.approx(max(r["floor_passes_gbps"][k]
+                                                    for k in ("stream", "plain")))
         assert r["repeats"] == (3 if r["impl"] != "reference" else op.REFERENCE_REPEATS)
         # Each ratio is the named baseline's time over the row's, same shape, dtype and mode.
         for baseline in ("xla", "reference"):
