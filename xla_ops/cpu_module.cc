@@ -22,6 +22,12 @@ RUBIKS_SHIFT_MODULE(
         "channels_last_calls", [] { return rubiks::cpu_channels_last_calls().load(); },
         "How many forward / input-gradient calls ran the channels-last kernel so far.");
     m.def(
+        "set_stream_min_bytes",
+        [](int64_t bytes) { return rubiks::cpu_stream_min_bytes().exchange(bytes); },
+        pybind11::arg("bytes"),
+        "The vectorised forward and input gradient stream outputs of at least `bytes` bytes and "
+        "store smaller ones plainly (same values); returns the previous threshold.");
+    m.def(
         "bench_registrations",
         [] {
           pybind11::dict d;

@@ -132,13 +132,15 @@ ffi::Future interpolate(const char* op, ffi::ThreadPool pool, ffi::AnyBuffer src
           auto cl = std::make_shared<typename K::ClPlan>(K::plan_cl(g, *plan, kAdjoint));
           const bool use_cl = cl->usable && cpu_channels_last_switch().load();
           if (use_cl) cpu_channels_last_calls().fetch_add(1);
+          const bool stream =
+              static_cast<int64_t>(dst->size_bytes()) >= cpu_stream_min_bytes().load();
           const int64_t wanted = std::max<int64_t>(1, pool.num_threads()) * 4;
           const int64_t blocks = std::clamp<int64_t>((wanted + g.n - 1) / g.n, 1, e1);
           auto tasks = [=](int64_t begin, int64_t end) {
             for (int64_t task = begin; task < end; ++task) {
               const int64_t n = task / blocks, b = task % blocks;
               K::template rows<D, kAdjoint>(in, out, g, *plan, use_cl ? cl.get() : nullptr, n,
-                                            e1 * b / blocks, e1 * (b + 1) / blocks);
+                                            e1 * b / blocks, e1 * (b + 1) / blocks, stream);
             }
           };
           const int64_t grain = std::max<int64_t>(1, (1 << 16) / (row_len * e1 * e0 / blocks + 1));

@@ -167,16 +167,25 @@ inline void transpose(Vec (&r)[8]) {
 }
 
 // One 64-byte line of storage (V = 64 / (8 * sizeof(T)) vectors, lo first) to a 64-byte aligned
-// p, with streaming stores.
-template <DType D>
-inline void stream_line(typename Storage<D>::T* p, const Vec* v) {
+// p, with streaming stores (kStream) or plain ones.
+template <DType D, bool kStream>
+inline void store_line(typename Storage<D>::T* p, const Vec* v) {
   if constexpr (D == DType::kF32) {
-    _mm256_stream_ps(p, v[0]);
-    _mm256_stream_ps(p + kLanes, v[1]);
+    for (int i = 0; i < 2; ++i) {
+      if constexpr (kStream)
+        _mm256_stream_ps(p + i * kLanes, v[i]);
+      else
+        _mm256_store_ps(p + i * kLanes, v[i]);
+    }
   } else {
-    for (int i = 0; i < 2; ++i)
-      _mm256_stream_si256(reinterpret_cast<__m256i*>(p + 2 * i * kLanes),
-                          _mm256_set_m128i(narrow<D>(v[2 * i + 1]), narrow<D>(v[2 * i])));
+    for (int i = 0; i < 2; ++i) {
+      __m256i* at = reinterpret_cast<__m256i*>(p + 2 * i * kLanes);
+      const __m256i half = _mm256_set_m128i(narrow<D>(v[2 * i + 1]), narrow<D>(v[2 * i]));
+      if constexpr (kStream)
+        _mm256_stream_si256(at, half);
+      else
+        _mm256_store_si256(at, half);
+    }
   }
 }
 

@@ -136,13 +136,21 @@ inline __m512 merge2(Mask m0, const typename Storage<D>::T* r0, Mask m1,
 }
 
 // One 64-byte line of storage (V = 64 / (16 * sizeof(T)) vectors, lo first) to a 64-byte aligned
-// p, with a streaming store.
-template <DType D>
-inline void stream_line(typename Storage<D>::T* p, const __m512* v) {
-  if constexpr (D == DType::kF32)
-    _mm512_stream_ps(p, v[0]);
-  else
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), narrow_line<D>(v[0], v[1]));
+// p, with a streaming store (kStream) or a plain one.
+template <DType D, bool kStream>
+inline void store_line(typename Storage<D>::T* p, const __m512* v) {
+  if constexpr (D == DType::kF32) {
+    if constexpr (kStream)
+      _mm512_stream_ps(p, v[0]);
+    else
+      _mm512_store_ps(p, v[0]);
+  } else {
+    const __m512i line = narrow_line<D>(v[0], v[1]);
+    if constexpr (kStream)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(p), line);
+    else
+      _mm512_store_si512(p, line);
+  }
 }
 
 // 64 bytes from src to the 64-byte aligned dst, with a streaming store.

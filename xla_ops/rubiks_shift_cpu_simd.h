@@ -97,6 +97,16 @@ inline std::atomic<bool>& cpu_channels_last_switch() {
 
 inline void set_cpu_channels_last(bool on) { cpu_channels_last_switch().store(on); }
 
+// The vectorised forward and input gradient write their output with streaming stores when it has
+// at least this many bytes, with plain stores below: a small output stays in the cache for the op
+// that reads it next, while a large one would only evict it (KERNEL_NOTES "v11"). Same bits either
+// way; settable for A/B measurements and for testing both paths.
+inline constexpr int64_t kDefaultStreamMinBytes = int64_t{4} << 20;  // 4 MiB
+inline std::atomic<int64_t>& cpu_stream_min_bytes() {
+  static std::atomic<int64_t> bytes{kDefaultStreamMinBytes};
+  return bytes;
+}
+
 // Calls that ran interpolate_rows_cl: the tests read it to know which kernel a case reached.
 inline std::atomic<int64_t>& cpu_channels_last_calls() {
   static std::atomic<int64_t> calls{0};

@@ -6,7 +6,8 @@
 //   mul, fmadd, select, reduce_add, transpose (kLanes x kLanes in registers), load_lanes<D> /
 //   store_lanes<D>
 //   (masked lanes neither read nor written; a masked load gives +0), merge2<D, kWhole>,
-//   stream_line<D> (one 64-byte line of V = 64 / (kLanes * sizeof(T)) vectors), stream_bytes64.
+//   store_line<D, kStream> (one 64-byte line of V = 64 / (kLanes * sizeof(T)) vectors, streamed
+//   or stored plainly), stream_bytes64.
 // The design (transposed rows, channels-last lane groups, axis-by-axis sums) is described at the top
 // of rubiks_shift_cpu_simd.h.
 
@@ -55,11 +56,16 @@ inline void reduce_lanes(const float* acc, float* out, int64_t count) {
   for (int64_t i = 0; i < count; ++i) out[i] = reduce_add(loadu(acc + i * kLanes));
 }
 
-// Copies n storage elements with streaming stores where the destination is 64-byte aligned: the
-// destination is written whole and not read again by this kernel, so its lines need not be read
-// into the cache first (that read-for-ownership would add a third memory pass).
+// Copies n storage elements; `stream`: with streaming stores where the destination is 64-byte
+// aligned: the destination is written whole and not read again by this kernel, so its lines need
+// not be read into the cache first (that read-for-ownership would add a third memory pass). A small
+// destination is better left in the cache for its reader (see cpu_stream_min_bytes).
 template <typename T>
-inline void stream_copy(const T* src, T* dst, int64_t n) {
+inline void copy_out(const T* src, T* dst, int64_t n, bool stream) {
+  if (!stream) {
+    std::memcpy(dst, src, n * sizeof(T));
+    return;
+  }
   const int64_t per = 64 / sizeof(T);
   int64_t head = ((64 - reinterpret_cast<uintptr_t>(dst) % 64) % 64) / sizeof(T);
   if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) head = n;  // never for XLA buffers
@@ -246,7 +252,7 @@ template <DType D, bool kAdjoint>
 void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
                       typename Storage<D>::T* __restrict__ dst, const Geometry& g,
                       const InterpolationPlan& plan, int64_t n, int64_t row_begin,
-                      int64_t row_end) {
+                      int64_t row_end, bool stream) {
   using T = typename Storage<D>::T;
   const int64_t* se = kAdjoint ? g.out : g.in;  // source extents
   const int64_t* de = kAdjoint ? g.in : g.out;  // destination extents
@@ -321,7 +327,7 @@ void interpolate_rows(const typename Storage<D>::T* __restrict__ src,
           for (int64_t l = 0; l < nw; ++l) store_lanes<D>(staged + (p + l) * C + c0, cm, v[l]);
         }
       }
-      stream_copy(staged, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C, row_len);
+      copy_out(staged, dst + (((n * de[0] + p0) * de[1] + p1) * de[2]) * C, row_len, stream);
     }
   }
 }
@@ -438,7 +444,7 @@ template <DType D, bool kAdjoint>
 void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
                          typename Storage<D>::T* __restrict__ dst, const Geometry& g,
                          const InterpolationPlan& plan, const ChannelsLastPlan& cl, int64_t n,
-                         int64_t row_begin, int64_t row_end) {
+                         int64_t row_begin, int64_t row_end, bool stream) {
   using T = typename Storage<D>::T;
   constexpr int64_t V = 64 / (kLanes * sizeof(T));  // vectors per 64-byte line of storage
   const int64_t* se = kAdjoint ? g.out : g.in;
@@ -549,7 +555,10 @@ void interpolate_rows_cl(const typename Storage<D>::T* __restrict__ src,
           if (aligned && e + V * kLanes <= len) {
             Vec line[V];
             for (int64_t j = 0; j < V; ++j) line[j] = t_sum(j, e + j * kLanes);
-            stream_line<D>(row + e, line);
+            if (stream)
+              store_line<D, true>(row + e, line);
+            else
+              store_line<D, false>(row + e, line);
           } else {
             for (int64_t j = 0; j < V && e + j * kLanes < len; ++j)
               store_lanes<D>(row + e + j * kLanes, range_mask(e + j * kLanes, 0, len),
@@ -651,11 +660,11 @@ struct Kernels {
   template <DType D, bool kAdjoint>
   static void rows(const typename Storage<D>::T* src, typename Storage<D>::T* dst, const Geometry& g,
                    const Plan& plan, const ClPlan* cl, int64_t n, int64_t row_begin,
-                   int64_t row_end) {
+                   int64_t row_end, bool stream) {
     if (cl != nullptr)
-      interpolate_rows_cl<D, kAdjoint>(src, dst, g, plan, *cl, n, row_begin, row_end);
+      interpolate_rows_cl<D, kAdjoint>(src, dst, g, plan, *cl, n, row_begin, row_end, stream);
     else
-      interpolate_rows<D, kAdjoint>(src, dst, g, plan, n, row_begin, row_end);
+      interpolate_rows<D, kAdjoint>(src, dst, g, plan, n, row_begin, row_end, stream);
   }
   template <DType D>
   static void shift_grad(const typename Storage<D>::T* x, const typename Storage<D>::T* dy,

@@ -170,6 +170,13 @@ def set_cpu_channels_last(on: bool) -> None:
     _cpu_module().set_channels_last(bool(on))
 
 
+def set_cpu_stream_min_bytes(nbytes: int) -> int:
+    """The vectorised forward and input gradient write outputs of at least `nbytes` bytes with
+    streaming stores and smaller ones with plain stores (default 4 MiB: a small output stays in the
+    cache for its reader); the values are the same either way. Returns the previous threshold."""
+    return int(_cpu_module().set_stream_min_bytes(int(nbytes)))
+
+
 def cpu_channels_last_calls() -> int:
     """How many forward and input-gradient calls ran the channels-last kernel in this process
     (tests read it to know which kernel a case reached)."""

@@ -29,10 +29,14 @@ def isa(request) -> str:
     return request.param
 
 
-def _run(case: Case, dtype, quantize: bool, simd: str, channels_last: bool = True):
-    """y, dx and dshift of `case` with the kernels capped at `simd` ("scalar", "avx2", "avx512")."""
+def _run(case: Case, dtype, quantize: bool, simd: str, channels_last: bool = True,
+         stream: bool | None = None):
+    """y, dx and dshift of `case` with the kernels capped at `simd` ("scalar", "avx2", "avx512");
+    `stream`: outputs written with streaming (True) or plain (False) stores, None: by size."""
     assert ffi_kernels.set_cpu_simd(simd) == simd
     ffi_kernels.set_cpu_channels_last(channels_last)
+    if stream is not None:
+        default = ffi_kernels.set_cpu_stream_min_bytes(0 if stream else 1 << 62)
     try:
         x, shift, dy = (jnp.asarray(v) for v in make_inputs(case, dtype))
         geo = Geometry(case.shape[1:4], case.stride, case.padding)
@@ -42,6 +46,8 @@ def _run(case: Case, dtype, quantize: bool, simd: str, channels_last: bool = Tru
     finally:
         ffi_kernels.set_cpu_simd(True)
         ffi_kernels.set_cpu_channels_last(True)
+        if stream is not None:
+            ffi_kernels.set_cpu_stream_min_bytes(default)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -79,6 +85,28 @@ def test_channels_last_and_transposing_kernels_agree(case, dtype, quantize, isa)
     for name, a, b in zip(("y", "dx"), channels_last, transposing):
         mismatched = int(np.sum(_bits(a) != _bits(b)))
         assert mismatched == 0, f"{name}: {mismatched} of {a.size} elements differ"
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "transposing"])
+@pytest.mark.parametrize("case", UNIT_W_CASES, ids=str)
+def test_streaming_and_plain_stores_agree(case, dtype, channels_last, isa):
+    """Both ways out for y and dx (streaming stores for large outputs, plain ones for small) give
+    the same bits; the test cases are small, so the comparison above checks the plain stores."""
+    streamed = _run(case, dtype, False, simd=isa, channels_last=channels_last, stream=True)
+    plain = _run(case, dtype, False, simd=isa, channels_last=channels_last, stream=False)
+    for name, a, b in zip(("y", "dx"), streamed, plain):
+        mismatched = int(np.sum(_bits(a) != _bits(b)))
+        assert mismatched == 0, f"{name}: {mismatched} of {a.size} elements differ"
+
+
+def test_stream_threshold_defaults_to_4_mib():
+    previous = ffi_kernels.set_cpu_stream_min_bytes(123)
+    try:
+        assert previous == 4 << 20
+        assert ffi_kernels.set_cpu_stream_min_bytes(previous) == 123
+    finally:
+        ffi_kernels.set_cpu_stream_min_bytes(previous)
 
 
 def _ran_channels_last(case: Case, isa: str, allowed: bool = True) -> bool:
