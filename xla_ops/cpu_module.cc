@@ -31,7 +31,8 @@ RUBIKS_SHIFT_MODULE(
         "bench_registrations",
         [] {
           pybind11::dict d;
-          d["rubiks_jax_stream_negate"] = rubiks::handler_capsule(RubiksStreamNegateCpu);
+          d[pybind11::str(rubiks::kStreamNegateTarget)] =
+              rubiks::handler_capsule(RubiksStreamNegateCpu);
           return d;
         },
         "Targets of the benchmarks' instruments, not of the op: rubiks_jax_stream_negate (y = -x "

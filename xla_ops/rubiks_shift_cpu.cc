@@ -326,10 +326,10 @@ ffi::Future StreamNegate(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi
   if (t != ffi::DataType::F32 && t != ffi::DataType::BF16 && t != ffi::DataType::F16 &&
       t != ffi::DataType::F64)
     return ready(ffi::Error::InvalidArgument(
-        "rubiks_jax_stream_negate: x must be float16, bfloat16, float32 or float64"));
+        std::string(kStreamNegateTarget) + ": x must be float16, bfloat16, float32 or float64"));
   if (y->element_type() != t || y->size_bytes() != x.size_bytes())
-    return ready(ffi::Error::InvalidArgument(
-        "rubiks_jax_stream_negate: y must have x's dtype and size"));
+    return ready(ffi::Error::InvalidArgument(std::string(kStreamNegateTarget) +
+                                             ": y must have x's dtype and size"));
   const size_t item = ffi::ByteWidth(t);
   const uint64_t sign = item == 8 ? 0x8000000000000000ull
                       : item == 4 ? 0x8000000080000000ull

@@ -114,6 +114,8 @@ ffi::Error dispatch_dtype(ffi::DataType dtype, const char* op, Fn&& fn) {
 constexpr const char kForwardTarget[] = "rubiks_shift_forward";
 constexpr const char kGradInputTarget[] = "rubiks_shift_grad_input";
 constexpr const char kGradShiftTarget[] = "rubiks_shift_grad_shift";
+// The op benchmark's CPU floor pass (not part of the op; registered by the CPU module alone).
+constexpr const char kStreamNegateTarget[] = "rubiks_jax_stream_negate";
 
 }  // namespace rubiks
 

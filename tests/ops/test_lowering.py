@@ -32,6 +32,12 @@ def test_host_modules_expose_the_python_target_names(module, suffix):
     assert set(registrations) == {name + suffix for name in TARGETS}
 
 
+def test_cpu_module_exposes_the_python_floor_target_name():
+    """The benchmark's floor pass: its C++ name (rubiks_shift_ffi.h) is the Python one."""
+    registrations = ffi_kernels.kernel_module("_rubiks_shift_cpu").bench_registrations()
+    assert set(registrations) == {ffi_kernels.STREAM_NEGATE}
+
+
 @pytest.mark.parametrize("platform", ["cuda", "cpu"])
 def test_op_lowers_to_the_ffi_targets(platform):
     x = jax.ShapeDtypeStruct((2, 4, 8, 8, 16), jnp.bfloat16)
