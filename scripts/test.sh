@@ -1,20 +1,65 @@
 #!/usr/bin/env bash
-# The project's test command (README.md; .ci/run calls it). From a clean clone it:
-#  1. sets up .venv (requirements, kernels; the CUDA kernels too when nvcc is found) and runs the
-#     whole CPU test suite there (GPU tests skip themselves without a GPU);
-#  2. builds the kernels with Bazel (scripts/bazel_build.sh) and runs the op tests against them;
-#  3. where a Python 3.12 interpreter exists, sets up a second small venv with the newest jax and
-#     runs the op tests there, so FFI API drift shows up early.
+# The project's test command (README.md; .ci/run calls it).
+#
+#   bash scripts/test.sh          from a clean clone: set-up, then every stage below (CI)
+#   bash scripts/test.sh --quick  after a small change, with an existing .venv: rebuilds the kernels
+#                                 only if xla_ops/ changed, then the suite without the tests marked
+#                                 `slow` (CLI fault injection, packaging, multi-process runs)
+#
+# Stages of the full run, each timed (a summary line per stage ends the run):
+#  1. set-up: .venv (requirements, kernels; the CUDA kernels too when nvcc is found);
+#  2. the whole CPU suite in .venv, on RUBIKS_TEST_WORKERS xdist workers (default: the CPUs, at most
+#     4); GPU tests skip themselves without a GPU; pytest lists the 15 slowest tests;
+#  3. the kernels built by Bazel (scripts/bazel_build.sh), and the op tests marked `kernels` (every
+#     FFI target, dtype and code path) against them;
+#  4. where a Python 3.12 interpreter exists, a second small venv with the newest jax, and the
+#     `kernels` op tests there, so FFI API drift shows up early.
+# Extra arguments go to stage 2's pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
-.venv/bin/python -m pytest -q tests "$@"
+QUICK=0
+if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
+WORKERS=${RUBIKS_TEST_WORKERS:-$(python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}
+PYTEST=(-q -n "$WORKERS" --durations=15)
 
-# The Bazel build of the same kernels (offline; installs Debian's bazel-bootstrap when missing), its
-# own test target, then the op tests against the Bazel-built modules.
-bash scripts/bazel_build.sh
-RUBIKS_JAX_KERNELS_DIR=bazel_out/kernels .venv/bin/python -m pytest -q tests/ops
+SUMMARY=()
+minutes() { awk -v s="$1" 'BEGIN { printf "%5.1f min", s / 60 }'; }
+stage() {  # stage NAME COMMAND...: runs COMMAND (its commands joined by &&), records its minutes
+  local name=$1 start=$SECONDS rc=0
+  shift
+  echo "[test] === $name ==="
+  "$@" || rc=$?
+  SUMMARY+=("$(printf '[test] %-46s' "$name") $(minutes $((SECONDS - start)))$(
+    [ "$rc" = 0 ] || echo "  FAILED (exit $rc)")")
+  return "$rc"
+}
+trap 'printf "%s\n" "${SUMMARY[@]}" "$(printf "[test] %-46s" total) $(minutes "$SECONDS")"' EXIT
+
+if [ "$QUICK" = 1 ]; then
+  if [ ! -x .venv/bin/python ]; then
+    echo "[test] --quick needs an existing .venv: run 'bash scripts/setup.sh' once" >&2
+    exit 2
+  fi
+  so=$(ls rubiks_jax/_rubiks_shift_cpu.*.so 2>/dev/null | head -n 1)
+  if [ -z "$so" ] || [ -n "$(find xla_ops setup.py -newer "$so" -type f | head -n 1)" ]; then
+    stage "rebuild the kernels (xla_ops/ changed)" \
+      .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  fi
+  stage "suite without the slow tests" .venv/bin/python -m pytest "${PYTEST[@]}" -m "not slow" \
+    tests "$@"
+  exit 0
+fi
+
+stage "set-up (.venv)" bash scripts/setup.sh
+stage "main suite" .venv/bin/python -m pytest "${PYTEST[@]}" tests "$@"
+
+bazel_ops() {
+  bash scripts/bazel_build.sh &&
+  RUBIKS_JAX_KERNELS_DIR=bazel_out/kernels .venv/bin/python -m pytest -q -n "$WORKERS" \
+    -m kernels tests/ops
+}
+stage "Bazel build + kernel op tests" bazel_ops
 
 py312=""
 if command -v python3.12 >/dev/null 2>&1 && python3.12 -c "" 2>/dev/null; then
@@ -22,10 +67,12 @@ if command -v python3.12 >/dev/null 2>&1 && python3.12 -c "" 2>/dev/null; then
 elif PYENV_VERSION=3.12.1 python3.12 -c "" 2>/dev/null; then
   py312="$(PYENV_VERSION=3.12.1 python3.12 -c 'import sys; print(sys.executable)')"
 fi
+newest_jax_ops() {
+  PYTHON="$py312" VENV=.venv-py312 REQUIREMENTS=requirements-ops.txt bash scripts/setup.sh &&
+  .venv-py312/bin/python -m pytest -q -n "$WORKERS" -m kernels tests/ops
+}
 if [ -n "$py312" ]; then
-  echo "[test] op tests on $($py312 --version) with the newest jax"
-  PYTHON="$py312" VENV=.venv-py312 REQUIREMENTS=requirements-ops.txt bash scripts/setup.sh
-  .venv-py312/bin/python -m pytest -q tests/ops
+  stage "$($py312 --version), newest jax: kernel op tests" newest_jax_ops
 else
   echo "[test] no Python 3.12 interpreter: skipping the newest-jax op tests"
 fi

@@ -1,4 +1,15 @@
-"""Session hooks of the test suite: the `gpu` marker and the RUBIKS_REQUIRE_GPU guard.
+"""Session hooks of the test suite: one persistent JAX compilation cache per run, the Hypothesis
+profiles, results shared by the xdist workers, the `gpu` marker and the RUBIKS_REQUIRE_GPU guard.
+
+Compilation cache: a run (pytest, or scripts/test.sh's pytest) clears `.jax_cache/` in the checkout
+(ignored by git) and points JAX_COMPILATION_CACHE_DIR there before anything imports jax, so the
+tests, the xdist workers and every CLI subprocess they start (they inherit the environment) compile
+a given computation once. A JAX_COMPILATION_CACHE_DIR already set (by the user, or by the pytest
+run that started this one) is used as it is and not cleared.
+
+Hypothesis: the `ci` profile (the default) runs a fixed number of examples, derandomised and without
+an example database, so a run never depends on an earlier one; `--hypothesis-profile=long` runs
+twenty times as many, randomised.
 
 Tests marked `gpu` skip themselves where there is no GPU, which is right on a CPU machine and wrong
 on the GPU machine that is meant to run them: there a skip would turn a broken CUDA set-up into a
@@ -12,9 +23,56 @@ Without the variable (or with 0) nothing changes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
+from pathlib import Path
 
+import hypothesis
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMPILATION_CACHE = REPO / ".jax_cache"
+
+
+def _use_one_compilation_cache() -> None:
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(COMPILATION_CACHE)
+    # Every compile is worth keeping: the CLI subprocesses' small ones add up too.
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+
+
+_use_one_compilation_cache()
+
+HYPOTHESIS_EXAMPLES = 25  # the `ci` profile's examples per property
+hypothesis.settings.register_profile(
+    "ci", max_examples=HYPOTHESIS_EXAMPLES, derandomize=True, database=None, deadline=None,
+    print_blob=True)
+hypothesis.settings.register_profile(
+    "long", max_examples=20 * HYPOTHESIS_EXAMPLES, deadline=None, print_blob=True)
+hypothesis.settings.load_profile("ci")
+
+
+@contextlib.contextmanager
+def run_once(tmp_path_factory: pytest.TempPathFactory, name: str):
+    """(directory, done) of a result the xdist workers share, made once: by whichever worker comes
+    first, while it holds the lock (the others wait), in a directory beside the workers' own
+    temporary directories. `done` is False for the caller that must make it; the directory counts
+    as made once that caller's block exits without an exception."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = (path / ".done").exists()
+        yield path, done
+        (path / ".done").touch()
 
 REQUIRE_GPU = "RUBIKS_REQUIRE_GPU"
 GPU_MARKER = "gpu: needs an NVIDIA GPU and jax's CUDA plugin (skipped otherwise)"
