@@ -57,7 +57,7 @@ stage "main suite" .venv/bin/python -m pytest "${PYTEST[@]}" tests "$@"
 bazel_ops() {
   bash scripts/bazel_build.sh &&
   RUBIKS_JAX_KERNELS_DIR=bazel_out/kernels .venv/bin/python -m pytest -q -n "$WORKERS" \
-    -m kernels tests/ops
+    -m kernels tests/ops tests/bench
 }
 stage "Bazel build + kernel op tests" bazel_ops
 
@@ -69,7 +69,7 @@ elif PYENV_VERSION=3.12.1 python3.12 -c "" 2>/dev/null; then
 fi
 newest_jax_ops() {
   PYTHON="$py312" VENV=.venv-py312 REQUIREMENTS=requirements-ops.txt bash scripts/setup.sh &&
-  .venv-py312/bin/python -m pytest -q -n "$WORKERS" -m kernels tests/ops
+  .venv-py312/bin/python -m pytest -q -n "$WORKERS" -m kernels tests/ops tests/bench
 }
 if [ -n "$py312" ]; then
   stage "$($py312 --version), newest jax: kernel op tests" newest_jax_ops

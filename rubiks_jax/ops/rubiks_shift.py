@@ -185,12 +185,16 @@ def rubiks_shift(x: jax.Array, shift: jax.Array, *, stride: int | Sequence[int] 
 _FAST = {"ffi": ffi_kernels, "xla": xla_shift}  # modules with forward, grad_input and grad_shift
 
 
+# Jitted, so that an eager call compiles one computation per shape instead of dispatching (and
+# compiling) each of the pure-JAX paths' dozens of ops one by one; under an outer jit it is inlined.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _forward(x, shift, geo: Geometry, quantize: bool, impl: str):
     if impl in _FAST:
         return _FAST[impl].forward(x, shift, geo, quantize)
     return xla_reference.forward(x, shift, geo, quantize)
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _backward(x, shift, dy, geo: Geometry, quantize: bool, impl: str):
     if impl in _FAST:
         return (_FAST[impl].grad_input(dy, shift, geo, quantize),

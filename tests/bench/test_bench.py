@@ -200,6 +200,7 @@ def test_op_out_of_place_floor_loop_is_one_pass_per_call(streaming):
     assert set(_full_size_work(body, op.QUICK_SHAPE)) == {"custom-call"}
 
 
+@pytest.mark.kernels
 @pytest.mark.skipif(not ffi_available(), reason="kernels not built")
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("streaming", [True, False])
@@ -219,6 +220,7 @@ def test_stream_negate_is_minus_x(dtype, streaming, size):
     np.testing.assert_array_equal(np.asarray(x).view(np.uint8), before.view(np.uint8))
 
 
+@pytest.mark.kernels
 @pytest.mark.skipif(not ffi_available(), reason="kernels not built")
 def test_stream_negate_rejects_integer_input():
     from rubiks_jax.ops import ffi_kernels

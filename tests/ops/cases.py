@@ -7,6 +7,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
+
+from rubiks_jax.ops import ffi_available
+
+needs_ffi = pytest.mark.skipif(not ffi_available(), reason="compiled kernels not installed")
+# The op's implementations; the kernels' one runs against every build (marker `kernels`).
+IMPLS = [pytest.param("ffi", marks=[needs_ffi, pytest.mark.kernels]), "xla", "reference"]
 
 
 @dataclasses.dataclass(frozen=True)

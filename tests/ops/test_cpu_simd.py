@@ -16,9 +16,9 @@ from rubiks_jax.ops.geometry import Geometry
 from tests.ops import reference
 from tests.ops.cases import KERNEL_CASES, Case, make_inputs
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.kernels, pytest.mark.skipif(
     not (ffi_kernels.available() and ffi_kernels.cpu_simd_supported()),
-    reason="CPU kernels not built, or this CPU has neither AVX2 nor AVX-512")
+    reason="CPU kernels not built, or this CPU has neither AVX2 nor AVX-512")]
 
 ISAS = ffi_kernels.cpu_simd_isas() if ffi_kernels.available() else ()
 

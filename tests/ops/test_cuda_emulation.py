@@ -14,9 +14,9 @@ from rubiks_jax.ops import ffi_kernels
 from rubiks_jax.ops.geometry import Geometry
 from tests.ops.cases import KERNEL_CASES, Case, make_inputs
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.kernels, pytest.mark.skipif(
     not (ffi_kernels.available() and ffi_kernels.cuda_emulation_built()),
-    reason="CPU kernels or their CUDA emulation module not built")
+    reason="CPU kernels or their CUDA emulation module not built")]
 
 @pytest.fixture(autouse=True)
 def scalar_cpu_kernels():

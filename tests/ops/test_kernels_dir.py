@@ -13,6 +13,8 @@ import pytest
 
 from rubiks_jax.ops import ffi_kernels
 
+pytestmark = pytest.mark.kernels
+
 REPO = Path(__file__).resolve().parents[2]
 
 _PROBE = """

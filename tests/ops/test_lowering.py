@@ -12,6 +12,8 @@ from jax import export
 
 from rubiks_jax.ops import ffi_kernels, rubiks_shift
 
+pytestmark = pytest.mark.kernels
+
 TARGETS = {ffi_kernels.FORWARD, ffi_kernels.GRAD_INPUT, ffi_kernels.GRAD_SHIFT}
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import hypothesis
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
-from rubiks_jax.ops import ffi_available, rubiks_shift
+from rubiks_jax.ops import rubiks_shift
 from tests.ops import reference
-from tests.ops.cases import CASES, Case, make_inputs, make_shift
+from tests.ops.cases import CASES, IMPLS, Case, make_inputs, make_shift, needs_ffi
 
-needs_ffi = pytest.mark.skipif(not ffi_available(), reason="compiled kernels not installed")
-IMPLS = [pytest.param("ffi", marks=needs_ffi), "xla", "reference"]
 
 # Tolerances: relative to the largest reference magnitude (float32 accumulation over 8 corners or,
 # for the shift gradient, over every output position).
@@ -207,6 +207,7 @@ def test_empty_batch(impl):
     assert dx.shape == x.shape and np.all(np.asarray(ds) == 0)
 
 
+@pytest.mark.kernels
 @needs_ffi
 def test_default_impl_is_ffi_when_built():
     x, shift, _ = make_inputs(CASES[0])
@@ -221,27 +222,34 @@ def test_shift_dtype_is_cast_and_gradient_keeps_it():
     assert g.dtype == jnp.bfloat16 and g.shape == shift.shape
 
 
+@st.composite
+def _geometries(draw) -> tuple[Case, int]:
+    """A small random geometry: (N, T, H, W, C), stride, padding, shift kind, and a data seed."""
+    shape = (draw(st.integers(1, 2)), *(draw(st.integers(1, 6)) for _ in range(3)),
+             draw(st.integers(1, 19)))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(3))
+    kind = draw(st.sampled_from(["uniform", "large", "integer", "mixed"]))
+    return Case(shape, stride, padding, kind), draw(st.integers(0, 2**32 - 1))
+
+
 @pytest.mark.parametrize("impl", IMPLS[:2])
-def test_random_shapes_against_reference(impl):
-    """Many small random geometries (a sweep the fixed cases might miss), for the fast impls (the
-    readable oracle, run op by op, would take minutes)."""
-    rng = np.random.default_rng(1234)
-    for trial in range(25):
-        shape = (int(rng.integers(1, 3)), *(int(v) for v in rng.integers(1, 7, 3)),
-                 int(rng.integers(1, 20)))
-        stride = tuple(int(v) for v in rng.integers(1, 4, 3))
-        padding = tuple(int(v) for v in rng.integers(0, 3, 3))
-        x = rng.standard_normal(shape).astype(np.float32)
-        shift = make_shift(["uniform", "large", "integer", "mixed"][trial % 4], shape[-1], rng)
-        y = rubiks_shift(jnp.asarray(x), jnp.asarray(shift), stride=stride, padding=padding,
-                         impl=impl)
-        expected = reference.forward(x, shift, stride, padding)
-        _close(y, expected, 2e-6)
-        dy = rng.standard_normal(expected.shape).astype(np.float32)
-        dx, ds = _grads(jnp.asarray(x), jnp.asarray(shift), jnp.asarray(dy),
-                        Case(shape, stride, padding), impl)
-        _close(dx, reference.grad_input(dy, shape, shift, stride, padding), 1e-5)
-        _close(ds, reference.grad_shift(x, dy, shift, stride, padding), 5e-5)
+@hypothesis.given(geometry=_geometries())
+def test_random_geometries_against_reference(impl, geometry):
+    """Random small geometries (a sweep the fixed cases might miss), for the fast impls; the
+    number of examples is the Hypothesis profile's (tests/conftest.py)."""
+    case, seed = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case.shape).astype(np.float32)
+    shift = make_shift(case.shifts, case.shape[-1], rng)
+    y = rubiks_shift(jnp.asarray(x), jnp.asarray(shift), stride=case.stride,
+                     padding=case.padding, impl=impl)
+    expected = reference.forward(x, shift, case.stride, case.padding)
+    _close(y, expected, 2e-6)
+    dy = rng.standard_normal(expected.shape).astype(np.float32)
+    dx, ds = _grads(jnp.asarray(x), jnp.asarray(shift), jnp.asarray(dy), case, impl)
+    _close(dx, reference.grad_input(dy, case.shape, shift, case.stride, case.padding), 1e-5)
+    _close(ds, reference.grad_shift(x, dy, shift, case.stride, case.padding), 5e-5)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -13,10 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rubiks_jax.ops import ffi_available, rubiks_shift
+from rubiks_jax.ops import rubiks_shift
+from tests.ops.cases import IMPLS
 
-needs_ffi = pytest.mark.skipif(not ffi_available(), reason="compiled kernels not installed")
-IMPLS = [pytest.param("ffi", marks=needs_ffi), "xla", "reference"]
 KW = dict(stride=(1, 2, 1), padding=(1, 0, 1))
 
 

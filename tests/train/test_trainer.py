@@ -1,6 +1,7 @@
 """The training loop end to end on the synthetic data set (small config, tiny inputs): metrics,
-config, events and checkpoints; resume, the best checkpoint across a restart, metrics rows after a
-resume; a finished run rerun; data faults found before training or named by file."""
+config, events and checkpoints; a restart (resumes like an uninterrupted run, keeps the best
+checkpoint, logs each step once); a finished run rerun; data faults found before training or named
+by file."""
 
 import glob
 import json
@@ -33,19 +34,8 @@ def test_training_writes_metrics_config_events_and_checkpoints(trained):
     assert mngr.best_step() in (4, 8)
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(data_dir, tmp_path, trained):
-    workdir_full, _ = trained
-    workdir = str(tmp_path / "interrupted")
-    trainer.train_and_evaluate(small_config(data_dir, max_train_steps=4), workdir)
-    trainer.train_and_evaluate(small_config(data_dir), workdir)  # resumes at 4, runs to 8
-    a = checkpointing.restore(checkpointing.manager(workdir_full, read_only=True), 8, None)
-    b = checkpointing.restore(checkpointing.manager(workdir, read_only=True), 8, None)
-    for x, y in zip(jax.tree_util.tree_leaves(a[0]), jax.tree_util.tree_leaves(b[0])):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-    assert a[1] == b[1] == 8
-
-
-def test_restart_keeps_the_best_checkpoint_and_logs_each_step_once(data_dir, tmp_path):
+def test_restart_resumes_like_an_uninterrupted_run_keeps_the_best_and_logs_each_step_once(
+        data_dir, tmp_path, trained):
     workdir = str(tmp_path / "crashed")
     trainer.train_and_evaluate(small_config(data_dir, max_train_steps=6), workdir)
     # The process died before checkpoint 6 was written: the rerun resumes at 4 and logs 6 again.
@@ -59,6 +49,12 @@ def test_restart_keeps_the_best_checkpoint_and_logs_each_step_once(data_dir, tmp
     rows = metrics_rows(workdir)
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6, 8]
     assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 6, 8]
+    # The resumed run continues exactly like the uninterrupted one.
+    a = checkpointing.restore(checkpointing.manager(trained[0], read_only=True), 8, None)
+    b = checkpointing.restore(mngr, 8, None)
+    for x, y in zip(jax.tree_util.tree_leaves(a[0]), jax.tree_util.tree_leaves(b[0])):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert a[1] == b[1] == 8
 
 
 def test_a_finished_run_rerun_reports_its_last_evaluation(data_dir, tmp_path, trained):
