@@ -69,7 +69,7 @@ elif PYENV_VERSION=3.12.1 python3.12 -c "" 2>/dev/null; then
 fi
 newest_jax_ops() {
   PYTHON="$py312" VENV=.venv-py312 REQUIREMENTS=requirements-ops.txt bash scripts/setup.sh &&
-  .venv-py312/bin/python -m pytest -q -n "$WORKERS" -m kernels tests/ops tests/bench
+  .venv-py312/bin/python -m pytest -q -n "$WORKERS" -m kernels tests/ops
 }
 if [ -n "$py312" ]; then
   stage "$($py312 --version), newest jax: kernel op tests" newest_jax_ops

@@ -274,6 +274,7 @@ def test_block_suite(tmp_path, capsys):
     assert "time / rubiks_shift" in out
 
 
+@pytest.mark.slow
 def test_model_suite(tmp_path, capsys):
     result, out = _run("model", tmp_path, capsys, "--repeats", "1")
     rows = result["rows"]

@@ -27,8 +27,14 @@ def _value_and_grads(x, shift, dy, case: Case, impl: str, quantize: bool):
     return (y, *vjp(dy))
 
 
-@pytest.mark.parametrize("quantize", [False, True], ids=["interp", "quantize"])
-@pytest.mark.parametrize("case", CASES, ids=str)
+# Every case interpolating; quantized, the cases whose shifts round differently from their floor
+# (halves, negatives, past the frame).
+ORACLE_CASES = ([pytest.param(c, False, id=f"{c}-interp") for c in CASES] +
+                [pytest.param(c, True, id=f"{c}-quantize") for c in CASES
+                 if c.shifts in ("mixed", "large")])
+
+
+@pytest.mark.parametrize("case, quantize", ORACLE_CASES)
 def test_matches_the_oracle(case, quantize):
     x, shift, dy = (jnp.asarray(v) for v in make_inputs(case))
     fast = _value_and_grads(x, shift, dy, case, "xla", quantize)

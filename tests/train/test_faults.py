@@ -59,6 +59,7 @@ def _assert_identical(a, b) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_run(data_dir, trained, tmp_path):
     """Two SIGKILLs: one the moment a save starts, then one a random time after a checkpoint of
     the resumed run landed; the third launch finishes. Bit-identical to the uninterrupted run."""
@@ -85,6 +86,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_run(data_dir, trai
         assert logged == sorted(set(logged))
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_save_and_exit_0(data_dir, tmp_path):
     workdir = str(tmp_path / "stopped")
     # Checkpoints every 3 steps: a stop between them saves a step of its own.
@@ -114,6 +116,7 @@ def test_sigterm_and_ctrl_c_save_and_exit_0(data_dir, tmp_path):
     assert stops[1] > stops[0]
 
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(data_dir, tmp_path):
     workdir = str(tmp_path / "diverged")
     flags = small_flags(data_dir, workdir) + ["--config.optim.kind=sgd",
@@ -133,6 +136,7 @@ def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(data_dir, tm
             json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
 
 
+@pytest.mark.slow
 def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(trained, data_dir,
                                                                                tmp_path):
     workdir = str(tmp_path / "corrupt")
@@ -161,6 +165,7 @@ def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(t
         assert logged == sorted(set(logged))
 
 
+@pytest.mark.slow
 def test_a_failed_save_stops_the_run_with_one_clear_line(data_dir, tmp_path):
     """A disk that fills up: files may not grow past 4 MiB (ulimit -f; SIGXFSZ ignored, so the
     write fails with EFBIG), a checkpoint's data file needs ~14."""

@@ -12,6 +12,8 @@ import pytest
 from tests.train.synthetic_runs import cli, cli_flags
 from train import checkpointing, construct
 
+pytestmark = pytest.mark.slow
+
 
 # One SGD step: what the two processes must agree on is the first update. (Later steps amplify
 # rounding: the per-channel normalised shift gradients of rows near zero already differ by up to
