@@ -15,6 +15,7 @@ from train import checkpointing, construct, inference
 from train.convert import default_config, write_workdir
 
 
+@pytest.mark.slow
 def test_converted_workdir_is_a_run(data_dir, tmp_path):
     import tensorflow as tf
 

@@ -10,6 +10,7 @@ from train import trainer
 from train.configs import ucf101
 
 
+@pytest.mark.slow
 def test_training_consumes_prepared_ucf101(tmp_path):
     clips = videos.make_ucf101(tmp_path / "raw")  # 3 classes, 3 train and 3 test videos
     report = prepare.prepare("ucf101", tmp_path / "raw", tmp_path / "prepared", workers=2,

@@ -10,6 +10,7 @@ import flax
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rubiks_jax.layers import RubiksShiftBlock
 from train import evaluation, steps
@@ -67,6 +68,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_pmapped_step_on_four_devices_equals_one_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
