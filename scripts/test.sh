@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 QUICK=0
 if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
 WORKERS=${RUBIKS_TEST_WORKERS:-$(python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}
-PYTEST=(-q -n "$WORKERS" --durations=15)
+PYTEST=(-q -n "$WORKERS" --maxschedchunk=2 --durations=15)
 
 SUMMARY=()
 minutes() { awk -v s="$1" 'BEGIN { printf "%5.1f min", s / 60 }'; }

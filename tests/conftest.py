@@ -111,6 +111,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", GPU_MARKER)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The slow tests first (otherwise in collection order): on xdist workers fed a few tests at a
+    # time (scripts/test.sh: --maxschedchunk), the long ones start at once and the short ones fill
+    # the gaps, instead of one long test running alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if gpu_required():
         problem = gpu_problem()
