@@ -14,12 +14,17 @@
 #     FFI target, dtype and code path) against them;
 #  4. where a Python 3.12 interpreter exists, a second small venv with the newest jax, and the
 #     `kernels` op tests there, so FFI API drift shows up early.
-# Extra arguments go to stage 2's pytest.
+# Extra arguments go to the suite's pytest (stage 2, or --quick's); a test path among them replaces
+# the default `tests`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
 if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
+TESTS=(tests)  # what the suite runs, unless an argument names a test path
+for arg in "$@"; do
+  if [ -e "${arg%%::*}" ]; then TESTS=(); break; fi
+done
 WORKERS=${RUBIKS_TEST_WORKERS:-$(python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}
 PYTEST=(-q -n "$WORKERS" --maxschedchunk=2 --durations=15)
 
@@ -34,7 +39,14 @@ stage() {  # stage NAME COMMAND...: runs COMMAND (its commands joined by &&), re
     [ "$rc" = 0 ] || echo "  FAILED (exit $rc)")")
   return "$rc"
 }
-trap 'printf "%s\n" "${SUMMARY[@]}" "$(printf "[test] %-46s" total) $(minutes "$SECONDS")"' EXIT
+SUITE_LOG=$(mktemp)
+suite() { .venv/bin/python -m pytest "${PYTEST[@]}" "$@" | tee "$SUITE_LOG"; }
+finish() {  # the suite's 15 slowest tests again, then each stage's minutes
+  awk '/slowest 15 durations/ { on = 1 } on && /^$/ { exit } on' "$SUITE_LOG"
+  printf "%s\n" "${SUMMARY[@]}" "$(printf "[test] %-46s" total) $(minutes "$SECONDS")"
+  rm -f "$SUITE_LOG"
+}
+trap finish EXIT
 
 if [ "$QUICK" = 1 ]; then
   if [ ! -x .venv/bin/python ]; then
@@ -42,17 +54,18 @@ if [ "$QUICK" = 1 ]; then
     exit 2
   fi
   so=$(ls rubiks_jax/_rubiks_shift_cpu.*.so 2>/dev/null | head -n 1)
-  if [ -z "$so" ] || [ -n "$(find xla_ops setup.py -newer "$so" -type f | head -n 1)" ]; then
+  if [ -z "$so" ] || [ -n "$(find xla_ops setup.py -newer "$so" -type f \
+                              \( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name setup.py \) |
+                              head -n 1)" ]; then
     stage "rebuild the kernels (xla_ops/ changed)" \
       .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   fi
-  stage "suite without the slow tests" .venv/bin/python -m pytest "${PYTEST[@]}" -m "not slow" \
-    tests "$@"
+  stage "suite without the slow tests" suite -m "not slow" "${TESTS[@]}" "$@"
   exit 0
 fi
 
 stage "set-up (.venv)" bash scripts/setup.sh
-stage "main suite" .venv/bin/python -m pytest "${PYTEST[@]}" tests "$@"
+stage "main suite" suite "${TESTS[@]}" "$@"
 
 bazel_ops() {
   bash scripts/bazel_build.sh &&
