@@ -25,6 +25,8 @@ import zipfile
 
 import pytest
 
+from tests.conftest import run_once
+
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,12 +45,14 @@ def _clean_env(**extra):
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dists(tmp_path_factory):
+    """(sdist, wheel), built once per test run (shared by the workers)."""
     pytest.importorskip("build", reason="needs the `build` package (requirements.txt installs it)")
-    out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), REPO],
-         env=_clean_env(RUBIKS_JAX_CUDA="0"), cwd=str(out))
+    with run_once(tmp_path_factory, "dist") as (out, done):
+        if not done:
+            _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), REPO],
+                 env=_clean_env(RUBIKS_JAX_CUDA="0"), cwd=str(out))
     sdists = glob.glob(str(out / "*.tar.gz"))
     wheels = glob.glob(str(out / "*.whl"))
     assert len(sdists) == 1 and len(wheels) == 1, os.listdir(out)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests.conftest import run_once
 from train import export, inference
 
 
@@ -29,11 +30,16 @@ def _video(info: dict, batch: int) -> np.ndarray:
     return np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(trained, tmp_path_factory):
+    """(workdir, description) of the trained run's impl="xla" artifacts, made once per test run."""
     workdir, _ = trained
-    out = str(tmp_path_factory.mktemp("export"))
-    return workdir, export.export(workdir, out, "latest", "xla")
+    with run_once(tmp_path_factory, "exported") as (path, done):
+        description = path / "description.json"
+        if not done:
+            description.write_text(json.dumps(export.export(workdir, str(path / "out"), "latest",
+                                                            "xla")))
+    return workdir, json.loads(description.read_text())
 
 
 def test_jax_artifact_reloads_and_matches_at_any_batch(exported):

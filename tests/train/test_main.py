@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests.conftest import run_once
 from tests.train.synthetic_runs import cli, cli_flags
 from train import checkpointing, construct
 
@@ -24,16 +25,18 @@ ONE_STEP = ["--config.optim.kind=sgd", "--config.optim.base_lr=0.1",
             "--config.checkpoint_every_steps=1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def four_devices(data_dir, tmp_path_factory):
     """(workdir, output) of the CLI run on 4 fake host devices: the global batch of 8 splits 2 per
-    device; one step, then the final evaluation."""
-    workdir = str(tmp_path_factory.mktemp("four"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
-    out = cli(["train.main", *cli_flags(data_dir, workdir, epochs=1), *ONE_STEP],
-              env=env).communicate(timeout=600)[0]
-    return workdir, out
+    device; one step, then the final evaluation. Made once per test run (shared by the workers)."""
+    with run_once(tmp_path_factory, "four_devices") as (path, done):
+        workdir, output = path / "run", path / "output.txt"
+        if not done:
+            env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                       JAX_PLATFORMS="cpu")
+            output.write_text(cli(["train.main", *cli_flags(data_dir, str(workdir), epochs=1),
+                                   *ONE_STEP], env=env).communicate(timeout=600)[0])
+    return str(workdir), output.read_text()
 
 
 def _final_report(out: str) -> dict:
