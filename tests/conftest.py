@@ -115,6 +115,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The slow tests first (otherwise in collection order): on xdist workers fed a few tests at a
     # time (scripts/test.sh: --maxschedchunk), the long ones start at once and the short ones fill
     # the gaps, instead of one long test running alone at the end.
+    for item in items:  # a test of the trained small run needs a training run first: slow too
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

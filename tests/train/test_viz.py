@@ -71,6 +71,7 @@ def _aq_workdir(data_dir: str, workdir: str, temperature: float) -> dict:
     return state.variables()
 
 
+@pytest.mark.slow
 def test_aq_run_gets_the_budget_figure(data_dir, tmp_path):
     workdir = str(tmp_path / "aq")
     variables = _aq_workdir(data_dir, workdir, temperature=0.3)
