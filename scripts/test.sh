@@ -4,7 +4,7 @@
 #   bash scripts/test.sh          from a clean clone: set-up, then every stage below (CI)
 #   bash scripts/test.sh --quick  after a small change, with an existing .venv: rebuilds the kernels
 #                                 only if xla_ops/ changed, then the suite without the tests marked
-#                                 `slow` (CLI fault injection, packaging, multi-process runs)
+#                                 `slow` (training runs, CLI subprocesses, packaging, nvcc)
 #
 # Stages of the full run, each timed (a summary line per stage ends the run):
 #  1. set-up: .venv (requirements, kernels; the CUDA kernels too when nvcc is found);
@@ -27,6 +27,7 @@ for arg in "$@"; do
 done
 WORKERS=${RUBIKS_TEST_WORKERS:-$(python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}
 PYTEST=(-q -n "$WORKERS" --maxschedchunk=2 --durations=15)
+KERNEL_TESTS=(-q -n "$WORKERS" -m kernels)  # what the further builds run (with their test paths)
 
 SUMMARY=()
 minutes() { awk -v s="$1" 'BEGIN { printf "%5.1f min", s / 60 }'; }
@@ -69,8 +70,8 @@ stage "main suite" suite "${TESTS[@]}" "$@"
 
 bazel_ops() {
   bash scripts/bazel_build.sh &&
-  RUBIKS_JAX_KERNELS_DIR=bazel_out/kernels .venv/bin/python -m pytest -q -n "$WORKERS" \
-    -m kernels tests/ops tests/bench
+  RUBIKS_JAX_KERNELS_DIR=bazel_out/kernels .venv/bin/python -m pytest "${KERNEL_TESTS[@]}" \
+    tests/ops tests/bench
 }
 stage "Bazel build + kernel op tests" bazel_ops
 
@@ -82,7 +83,7 @@ elif PYENV_VERSION=3.12.1 python3.12 -c "" 2>/dev/null; then
 fi
 newest_jax_ops() {
   PYTHON="$py312" VENV=.venv-py312 REQUIREMENTS=requirements-ops.txt bash scripts/setup.sh &&
-  .venv-py312/bin/python -m pytest -q -n "$WORKERS" -m kernels tests/ops
+  .venv-py312/bin/python -m pytest "${KERNEL_TESTS[@]}" tests/ops
 }
 if [ -n "$py312" ]; then
   stage "$($py312 --version), newest jax: kernel op tests" newest_jax_ops

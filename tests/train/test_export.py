@@ -82,7 +82,6 @@ def test_ffi_artifact_carries_the_kernels(trained, tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow
 def test_cli_writes_the_artifacts(trained, tmp_path):
     import subprocess
     import sys

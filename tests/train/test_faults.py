@@ -51,6 +51,13 @@ def _state(workdir: str, step: int):
     return checkpointing.restore(checkpointing.manager(workdir, read_only=True), step, None)[0]
 
 
+def _assert_each_step_logged_once(rows: list[dict]) -> None:
+    """metrics.jsonl rows: a step rerun after a resume is not logged again."""
+    for split in ("train", "eval"):
+        logged = [m["step"] for m in rows if m["split"] == split]
+        assert logged == sorted(set(logged)), (split, logged)
+
+
 def _assert_identical(a, b) -> None:
     import jax
     leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
@@ -59,7 +66,6 @@ def _assert_identical(a, b) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_run(data_dir, trained, tmp_path):
     """Two SIGKILLs: one the moment a save starts, then one a random time after a checkpoint of
     the resumed run landed; the third launch finishes. Bit-identical to the uninterrupted run."""
@@ -81,9 +87,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_run(data_dir, trai
     rc, out = _finish(flags)
     assert rc == 0 and "final evaluation:" in out, out[-3000:]
     _assert_identical(_state(workdir, 8), _state(trained[0], 8))
-    for split in ("train", "eval"):
-        logged = [m["step"] for m in metrics_rows(workdir) if m["split"] == split]
-        assert logged == sorted(set(logged))
+    _assert_each_step_logged_once(metrics_rows(workdir))
 
 
 @pytest.mark.slow
@@ -136,7 +140,6 @@ def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(data_dir, tm
             json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
 
 
-@pytest.mark.slow
 def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(trained, data_dir,
                                                                                tmp_path):
     workdir = str(tmp_path / "corrupt")
@@ -160,9 +163,7 @@ def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(t
     assert glob.glob(os.path.join(workdir, "config_history", "until_step8_*.json"))
     rows = metrics_rows(workdir)
     assert rows[-1]["split"] == "eval" and rows[-1]["step"] == 12
-    for split in ("train", "eval"):  # steps 7 and 8, rerun after the resume, are logged once
-        logged = [m["step"] for m in rows if m["split"] == split]
-        assert logged == sorted(set(logged))
+    _assert_each_step_logged_once(rows)  # steps 7 and 8 ran again after the resume
 
 
 @pytest.mark.slow

@@ -94,7 +94,6 @@ def test_a_workdir_without_classes_json_reads_them_from_its_data_set(moved):
     assert run.class_names == list(CLASSES) and run.builder is None
 
 
-@pytest.mark.slow
 def test_the_inference_clis_take_config_overrides(moved, tmp_path):
     workdir, data_dir = moved
     clips = [_frame_folder(tmp_path / f"clip{i}", i) for i in range(2)]

@@ -22,7 +22,6 @@ from train import viz
 FIGURES = ["change.png", "histograms.png", "shifts_3d.png", "summary.json", "temporal_fraction.png"]
 
 
-@pytest.mark.slow
 def test_cli_draws_the_trained_run(trained, tmp_path):
     workdir, _ = trained
     out = tmp_path / "figs"
