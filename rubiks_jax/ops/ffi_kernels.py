@@ -8,9 +8,8 @@ RUBIKS_JAX_KERNELS_DIR=DIR loads the compiled modules from DIR instead of the pa
 Bazel build's bazel_out/kernels/, which scripts/bazel_build.sh fills): only DIR is searched, so a
 module missing there counts as not built even when the package has one.
 
-Every call takes rank-5 (N, T, H, W, C) arrays. Under `vmap` (custom batching rules below) a mapped
-axis is merged into the batch N when the shift is shared, and into the channels C when each mapped
-element has its own shift, so a vmapped call is still one kernel launch.
+Every call takes rank-5 (N, T, H, W, C) arrays and is one kernel launch; partitioning.py adds the
+vmap and sharding rules (for these calls and impl="xla" alike).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import custom_batching
 
 from rubiks_jax.ops.geometry import Geometry
 
@@ -208,92 +206,45 @@ def reduction_chunks(n: int, geo: Geometry) -> int:
     return max(1, min(points // POINTS_PER_CHUNK, MAX_REDUCTION_CHUNKS))
 
 
-# ------------------------------------------------------------------------------------------------
-# vmap: fold a mapped axis into N (shared shift) or into C (one shift per mapped element).
-# ------------------------------------------------------------------------------------------------
-def _broadcast(v: jnp.ndarray, batched: bool, size: int) -> jnp.ndarray:
-    return v if batched else jnp.broadcast_to(v, (size,) + v.shape)
+def _result(like: jnp.ndarray, shape: tuple[int, ...], dtype) -> jax.ShapeDtypeStruct:
+    """A result of the call: under shard_map varying over the manual axes `like` varies over (an
+    FFI call's results are otherwise typed as replicated), on `like`'s mesh."""
+    aval = jax.typeof(like)
+    manual = getattr(aval, "manual_axis_type", None)
+    if manual is None or not manual.varying:
+        return jax.ShapeDtypeStruct(shape, dtype)
+    return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=manual,
+                                sharding=jax.sharding.NamedSharding(aval.sharding.mesh,
+                                                                    jax.sharding.PartitionSpec()))
 
 
-def _merge_into_batch(v: jnp.ndarray) -> jnp.ndarray:  # (V, N, ...) -> (V*N, ...)
-    return v.reshape((-1,) + v.shape[2:])
-
-
-def _split_batch(v: jnp.ndarray, size: int) -> jnp.ndarray:  # (V*N, ...) -> (V, N, ...)
-    return v.reshape((size, -1) + v.shape[1:])
-
-
-def _merge_into_channels(v: jnp.ndarray) -> jnp.ndarray:  # (V, N, T, H, W, C) -> (N, T, H, W, V*C)
-    v = jnp.moveaxis(v, 0, -2)
-    return v.reshape(v.shape[:-2] + (-1,))
-
-
-def _split_channels(v: jnp.ndarray, size: int) -> jnp.ndarray:  # (N, T, H, W, V*C) -> (V, N, ...)
-    v = v.reshape(v.shape[:-1] + (size, -1))
-    return jnp.moveaxis(v, -2, 0)
-
-
-@functools.cache
-def _interpolate_fn(target: str, geo: Geometry, quantize: bool):
-    """Forward (x -> y) or input gradient (dy -> dx) as a batchable function of (src, shift)."""
-
-    @custom_batching.custom_vmap
-    def call(src, shift):
-        n, c = src.shape[0], src.shape[-1]
-        size = geo.out_size if target == FORWARD else geo.in_size
-        out = jax.ShapeDtypeStruct((n, *size, c), src.dtype)
-        if src.size == 0 or out.size == 0:
-            return jnp.zeros(out.shape, out.dtype)
-        return jax.ffi.ffi_call(target, out)(src, shift, quantize=quantize, **_attrs(geo))
-
-    @call.def_vmap
-    def rule(axis_size, in_batched, src, shift):
-        src_b, shift_b = in_batched
-        if not shift_b:
-            return _split_batch(call(_merge_into_batch(src), shift), axis_size), True
-        src = _merge_into_channels(_broadcast(src, src_b, axis_size))
-        out = call(src, shift.reshape(-1, 3))
-        return _split_channels(out, axis_size), True
-
-    return call
-
-
-@functools.cache
-def _grad_shift_fn(geo: Geometry):
-    """Shift gradient as a batchable function of (x, dy, shift) -> (C, 3) float32."""
-
-    @custom_batching.custom_vmap
-    def call(x, dy, shift):
-        n, c = x.shape[0], x.shape[-1]
-        if x.size == 0 or dy.size == 0:
-            return jnp.zeros((c, 3), jnp.float32)
-        chunks = reduction_chunks(n, geo)
-        dshift, _ = jax.ffi.ffi_call(
-            GRAD_SHIFT,
-            (jax.ShapeDtypeStruct((c, 3), jnp.float32),
-             jax.ShapeDtypeStruct((chunks, c, 3), jnp.float32)),
-        )(x, dy, shift, **_attrs(geo))
-        return dshift
-
-    @call.def_vmap
-    def rule(axis_size, in_batched, x, dy, shift):
-        # Each mapped element has its own shift gradient, so the mapped axis always goes to C.
-        x_b, dy_b, shift_b = in_batched
-        x = _merge_into_channels(_broadcast(x, x_b, axis_size))
-        dy = _merge_into_channels(_broadcast(dy, dy_b, axis_size))
-        shift = _broadcast(shift, shift_b, axis_size).reshape(-1, 3)
-        return call(x, dy, shift).reshape(axis_size, -1, 3), True
-
-    return call
+def _interpolate(target: str, src: jnp.ndarray, shift: jnp.ndarray, geo: Geometry,
+                 quantize: bool) -> jnp.ndarray:
+    """Forward (x -> y) or input gradient (dy -> dx): one kernel call."""
+    n, c = src.shape[0], src.shape[-1]
+    size = geo.out_size if target == FORWARD else geo.in_size
+    out = _result(src, (n, *size, c), src.dtype)
+    if src.size == 0 or out.size == 0:
+        return jnp.zeros(out.shape, out.dtype)
+    return jax.ffi.ffi_call(target, out)(src, shift, quantize=quantize, **_attrs(geo))
 
 
 def forward(x: jnp.ndarray, shift: jnp.ndarray, geo: Geometry, quantize: bool) -> jnp.ndarray:
-    return _interpolate_fn(FORWARD, geo, quantize)(x, shift)
+    return _interpolate(FORWARD, x, shift, geo, quantize)
 
 
 def grad_input(dy: jnp.ndarray, shift: jnp.ndarray, geo: Geometry, quantize: bool) -> jnp.ndarray:
-    return _interpolate_fn(GRAD_INPUT, geo, quantize)(dy, shift)
+    return _interpolate(GRAD_INPUT, dy, shift, geo, quantize)
 
 
 def grad_shift(x: jnp.ndarray, dy: jnp.ndarray, shift: jnp.ndarray, geo: Geometry) -> jnp.ndarray:
-    return _grad_shift_fn(geo)(x, dy, shift)
+    """The shift gradient, (C, 3) float32: one kernel call (a deterministic chunked reduction)."""
+    n, c = x.shape[0], x.shape[-1]
+    if x.size == 0 or dy.size == 0:
+        return jnp.zeros((c, 3), jnp.float32)
+    dshift, _ = jax.ffi.ffi_call(
+        GRAD_SHIFT,
+        (_result(x, (c, 3), jnp.float32),
+         _result(x, (reduction_chunks(n, geo), c, 3), jnp.float32)),
+    )(x, dy, shift, **_attrs(geo))
+    return dshift

@@ -14,6 +14,10 @@ the interpolation derivative at d (straight-through estimator).
 Implementations (`impl`): "ffi", the compiled kernels (ffi_kernels.py); "xla", pure JAX written for
 speed (xla_shift.py: fused gathers, the same custom_vjp); "reference", the readable pure-JAX oracle
 (xla_reference.py, differentiated by jax.vjp), which the tests compare the others with.
+
+"ffi" and "xla" partition under `jit` with shardings (partitioning.py): N and C sharded run
+shard by shard with no communication but the shift gradient's (C, 3) all-reduce over N; T, H or W
+sharded are gathered, with a warning. They are batched under `vmap` into one call.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from rubiks_jax.ops import ffi_kernels, xla_reference, xla_shift
+from rubiks_jax.ops import ffi_kernels, partitioning, xla_reference, xla_shift
 from rubiks_jax.ops.geometry import Geometry, as_triple
 
 IMPLS = ("ffi", "xla", "reference")
@@ -174,8 +178,9 @@ def rubiks_shift(x: jax.Array, shift: jax.Array, *, stride: int | Sequence[int] 
                    as_triple(padding, "padding", 0))
     impl = _resolve_impl(impl)
     batch = x.shape[:-4]
+    x, shift = partitioning.vary_alike(x, shift.astype(jnp.float32))
     x5 = x.reshape((math.prod(batch),) + x.shape[-4:])
-    y = _shift(x5, shift.astype(jnp.float32), geo, bool(quantize), impl)
+    y = _shift(x5, shift, geo, bool(quantize), impl)
     return y.reshape(batch + y.shape[1:])
 
 
@@ -190,15 +195,15 @@ _FAST = {"ffi": ffi_kernels, "xla": xla_shift}  # modules with forward, grad_inp
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _forward(x, shift, geo: Geometry, quantize: bool, impl: str):
     if impl in _FAST:
-        return _FAST[impl].forward(x, shift, geo, quantize)
+        return partitioning.forward(_FAST[impl].forward, x, shift, geo, quantize)
     return xla_reference.forward(x, shift, geo, quantize)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _backward(x, shift, dy, geo: Geometry, quantize: bool, impl: str):
     if impl in _FAST:
-        return (_FAST[impl].grad_input(dy, shift, geo, quantize),
-                _FAST[impl].grad_shift(x, dy, shift, geo))
+        return (partitioning.grad_input(_FAST[impl].grad_input, dy, shift, geo, quantize),
+                partitioning.grad_shift(_FAST[impl].grad_shift, x, dy, shift, geo))
     # The reference is differentiable: dx is the adjoint at the (possibly quantized) shift,
     # dshift the derivative of the unquantized interpolation.
     _, vjp_x = jax.vjp(lambda v: xla_reference.forward(v, shift, geo, quantize), x)
