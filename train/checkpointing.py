@@ -58,7 +58,8 @@ def manager(workdir: str, keep_latest: int = 2, keep_best: int = 3,
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_step: int,
          metrics: dict[str, float] | None = None) -> None:
-    """Saves (asynchronously) the host-local, unreplicated `state`, where the data stream is and,
+    """Saves (asynchronously) `state` (host arrays, or global jax Arrays as they are), where the
+    data stream is and,
     for an evaluated checkpoint, its metrics (with BEST_METRIC)."""
     try:  # orbax first waits for the save before this one: its failure surfaces here
         mngr.save(step, args=ocp.args.Composite(
@@ -106,12 +107,15 @@ def _save_error(mngr: ocp.CheckpointManager, err: BaseException) -> CheckpointEr
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, int]:
-    """(state, data_step) of checkpoint `step`, with `abstract_state`'s structure and shapes (None:
-    the saved tree as it is). Raises CheckpointError naming the checkpoint and the first offending
+    """(state, data_step) of checkpoint `step`, with `abstract_state`'s structure, shapes and
+    placement (None: the saved tree as host arrays). Raises CheckpointError naming the checkpoint and the first offending
     array when an array differs from what was saved (its checksum) or a floating-point value is
     not finite; LayoutMismatch when its arrays' shapes and dtypes are not `abstract_state`'s."""
     if abstract_state is not None:
         _check_layout(mngr, step, abstract_state)
+    else:  # host arrays: a checkpoint of global arrays (jit mode) keeps its saving devices' layout
+        abstract_state = jax.tree_util.tree_map(lambda m: np.empty(m.shape, m.dtype),
+                                                _saved_metadata(mngr, step))
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     where = os.path.join(mngr.directory, str(step))
@@ -134,10 +138,15 @@ def _layout(tree: Any) -> Counter:
     return Counter((tuple(x.shape), np.dtype(x.dtype).name) for x in leaves)
 
 
+def _saved_metadata(mngr: ocp.CheckpointManager, step: int) -> Any:
+    """The saved state's tree of array metadata (shape, dtype), no array read. (The manager's
+    item_metadata knows an item only after it saved or restored one: in a resumed run it answers
+    None.)"""
+    return ocp.StandardCheckpointHandler().metadata(mngr.directory / str(step) / "state")
+
+
 def _check_layout(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
-    # The saved tree's metadata, no array read. (The manager's item_metadata knows an item only
-    # after it saved or restored one: in a resumed run it answers None.)
-    saved = _layout(ocp.StandardCheckpointHandler().metadata(mngr.directory / str(step) / "state"))
+    saved = _layout(_saved_metadata(mngr, step))
     wanted = _layout(abstract_state)
     if saved == wanted:
         return
@@ -154,8 +163,16 @@ def _check_layout(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -
         "config.json")
 
 
+def _host(leaf: Any) -> np.ndarray:
+    """A leaf's values on this host. A global array that spans processes (the jit trainer's
+    replicated state) is read from one of this process's devices: every device holds it whole."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return np.asarray(leaf.addressable_data(0))
+    return np.asarray(leaf)
+
+
 def _crc(leaf: Any) -> int:
-    x = np.ascontiguousarray(np.asarray(leaf))
+    x = np.ascontiguousarray(_host(leaf))
     return zlib.crc32(x.reshape(-1).view(np.uint8))
 
 
@@ -184,7 +201,7 @@ def _path(path) -> str:
 def first_non_finite(tree: Any) -> str | None:
     """The path ("params/stage1/...") of the first floating-point leaf with a NaN or Inf."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        x = np.asarray(leaf)
+        x = _host(leaf)
         if np.issubdtype(x.dtype, np.inexact) and not np.all(np.isfinite(x)):
             return _path(path)
     return None

@@ -28,7 +28,7 @@ from rubiks_jax.data import pipeline
 from rubiks_jax.data.features import flip_label_pairs
 from rubiks_jax.layers import TEMPERATURE_COLLECTION
 from rubiks_jax.models import registry
-from train import checkpointing, steps
+from train import checkpointing, parallel, steps
 
 CONFIG_FILE = "config.json"
 CLASSES_FILE = "classes.json"  # the run's class names: a workdir needs no data set to predict
@@ -64,7 +64,8 @@ FIXED_KEYS = ("model.arch", "model.tier", "model.variant", "model.depth",
 # shrinks (moving a run to a smaller GPU is what it is for).
 FREE_KEYS = ("progress_bar", "log_every_steps", "checkpoint_every_steps", "keep_latest",
              "keep_best", "eval_batch_size", "max_train_steps", "max_bad_steps", "init_from",
-             "data.data_dir", "data.manual_dir", "model.impl", "optim.accumulate_steps")
+             "data.data_dir", "data.manual_dir", "model.impl", "optim.accumulate_steps",
+             "parallelism")
 CONFIG_HISTORY = "config_history"
 
 
@@ -239,6 +240,8 @@ def check_config(config: ml_collections.ConfigDict, process_count: int = 1,
          f"must divide the per-device batch (optim.batch_size={o.batch_size} over {devices} "
          f"devices: {o.batch_size // devices})")
     need(o.kind in ("sgd", "adam"), "optim.kind", "must be 'sgd' or 'adam'")
+    need(config.parallelism in parallel.MODES, "parallelism",
+         f"must be one of {parallel.MODES}")
     need(config.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
          "must be float32, bfloat16 or float16")
     need(config.model.impl in ("", "ffi", "xla", "reference"), "model.impl",

@@ -7,13 +7,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import flax
 import flax.linen as nn
 import jax
 import tensorflow_datasets as tfds
 
 from rubiks_jax.data import pipeline
-from train import steps
+from train import parallel, steps
 
 EvalFn = Callable[[steps.TrainState, dict], dict]
 
@@ -24,13 +23,13 @@ def combine(views: str) -> str:
     return "logits" if views.startswith("official_") else "softmax"
 
 
-def make_eval_fn(model: nn.Module, views: str = "1clip") -> EvalFn:
-    """steps.eval_step over the local devices for a view set: (replicated state, host batch of
-    any size) -> replicated sums. The batch is zero-padded to a multiple of the devices, and a
-    padded example has mask False, so it counts nothing."""
-    p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, combine=combine(views)),
-                      axis_name=steps.AXIS)
-    return flax.jax_utils.pad_shard_unpad(p_eval, static_return=True)
+def make_eval_fn(model: nn.Module, views: str = "1clip",
+                 devices: parallel.Parallel | None = None) -> EvalFn:
+    """steps.eval_step on the devices for a view set: (state placed by `devices`, default pmap;
+    host batch of any size) -> host sums over all devices (parallel.Parallel.eval_step)."""
+    devices = devices or parallel.get("pmap")
+    return devices.eval_step(functools.partial(steps.eval_step, model=model,
+                                               combine=combine(views)))
 
 
 def evaluate(eval_fn: EvalFn, state_repl: steps.TrainState, builder: tfds.core.DatasetBuilder,
@@ -44,7 +43,7 @@ def evaluate(eval_fn: EvalFn, state_repl: steps.TrainState, builder: tfds.core.D
     num_batches = pipeline.eval_num_batches(builder, dcfg, per_process, jax.process_count())
     totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
     for batch in pipeline.padded_batches(ds, per_process, num_batches):
-        counts = jax.device_get(flax.jax_utils.unreplicate(eval_fn(state_repl, batch)))
+        counts = eval_fn(state_repl, batch)
         for k in totals:
             totals[k] += float(counts[k])
     # The eval step's psum runs over every device of every process: the totals are global already.

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 
-import flax
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from rubiks_jax.data import pipeline, video_io
-from train import checkpointing, construct, evaluation, steps
+from train import checkpointing, construct, evaluation, parallel, steps
 
 
 def restore(workdir: str, which: str = "best", config: ml_collections.ConfigDict | None = None
@@ -45,7 +44,7 @@ def evaluate_run(workdir: str, views: str, which: str = "best", batch_size: int 
     run, state, step = restore(workdir, which, config)
     construct.check_class_names(run.class_names, names, f"{data.name} in {builder.data_dir}")
     report = evaluation.evaluate(evaluation.make_eval_fn(run.model, views),
-                                 flax.jax_utils.replicate(state), builder, data,
+                                 parallel.get("pmap").place(state), builder, data,
                                  batch_size or config.eval_batch_size, views)
     report.update(step=step, split=data.eval_split, data=data.name)
     if jax.process_index() == 0:

@@ -1,6 +1,7 @@
-"""train_and_evaluate(config, workdir): the training loop. Data-parallel steps (pmap), an evaluation
-every `eval_every_epochs`, checkpoints and resume, in the style of the Flax ImageNet example; the
-run's parts come from train.construct, the evaluation loop from train.evaluation.
+"""train_and_evaluate(config, workdir): the training loop. Data-parallel steps (pmap, or jit over
+one Mesh of all devices: config.parallelism, train.parallel), an evaluation every
+`eval_every_epochs`, checkpoints and resume, in the style of the Flax ImageNet example; the run's
+parts come from train.construct, the evaluation loop from train.evaluation.
 
 What a fault costs (README, "Fault tolerance"): every check that can fail runs before the first
 step; a non-finite step is never applied or saved (the run stops, or skips up to
@@ -15,17 +16,15 @@ import os
 import tempfile
 import time
 
-import flax
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from flax.training import common_utils
 
 from rubiks_jax import optim
 from rubiks_jax.data import pipeline
-from train import checkpointing, construct, evaluation, preemption, steps
+from train import checkpointing, construct, evaluation, parallel, preemption, steps
 from train.metrics_log import MetricsLog, Progress, last_row
 
 
@@ -75,13 +74,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     lead = jax.process_index() == 0
     say = functools.partial(print, flush=True) if lead else (lambda *a, **k: None)
 
+    devices = parallel.get(config.parallelism)
     state, data_step = run.state, 0
-    restored = checkpointing.restore_latest_intact(mngr, state, workdir, log=say)
+    restored = checkpointing.restore_latest_intact(mngr, devices.abstract(state), workdir, log=say)
     if restored is not None:
         state, data_step, _ = restored
-    elif config.init_from:
-        state = construct.init_from(config.init_from, state)
-    start = int(state.step)
+        state = devices.restored(state)
+    else:
+        if config.init_from:
+            state = construct.init_from(config.init_from, state)
+        state = devices.place(state)
+    start = int(devices.first(state.step))
     if start:
         say(f"resuming from the checkpoint at step {start} (data position {data_step})")
     if start >= total_steps:
@@ -91,17 +94,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         return last
 
     log = MetricsLog(workdir, enabled=lead)
-    p_train = jax.pmap(functools.partial(steps.train_step, model=run.model, tx=run.tx,
-                                         loss_fn=run.loss_fn, temperature_fn=run.temperature_fn,
-                                         accumulate_steps=o.accumulate_steps),
-                       axis_name=steps.AXIS, donate_argnums=(0,))
-    eval_fn = evaluation.make_eval_fn(run.model)
-    state_repl = flax.jax_utils.replicate(state)
-    dropout_rng = flax.jax_utils.replicate(run.dropout_rng)
+    p_train = devices.train_step(functools.partial(
+        steps.train_step, model=run.model, tx=run.tx, loss_fn=run.loss_fn,
+        temperature_fn=run.temperature_fn, accumulate_steps=o.accumulate_steps))
+    eval_fn = evaluation.make_eval_fn(run.model, devices=devices)
+    state_repl = state
+    dropout_rng = devices.place(run.dropout_rng)
     ds = pipeline.train_dataset(run.builder, run.data, o.batch_size // n_proc, seed=config.seed,
                                 start_step=data_step, process_index=jax.process_index(),
                                 process_count=n_proc)
-    batches = flax.jax_utils.prefetch_to_device(map(common_utils.shard, tfds.as_numpy(ds)), 2)
+    batches = devices.batches(tfds.as_numpy(ds))
     progress = Progress(total_steps, start, enabled=config.progress_bar and lead)
     guard = _FiniteGuard(config.max_bad_steps, progress.message, mngr)
     last_eval: dict = {}
@@ -111,6 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             for step in range(start, total_steps):
                 done = step + 1
                 state_repl, metrics = p_train(state_repl, _next(batches, run), dropout_rng)
+                metrics = devices.first(metrics)
                 window.append(metrics)
                 guard.add(done, metrics)
                 checkpointing.check_saves(mngr)
@@ -136,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                                             run.data, config.eval_batch_size,
                                                             "1clip")
                         except BaseException as err:  # keep the step's training; then report
-                            _save(mngr, done, state_repl)
+                            _save(mngr, done, devices, state_repl)
                             checkpointing.wait(mngr)
                             if isinstance(err, tf.errors.OpError):
                                 raise _data_error(run, run.data.eval_split, err) from err
@@ -146,13 +149,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                          f"{last_eval['top5']:.4f} ({last_eval['num_examples']} "
                                          "clips)")
                         metrics_ = {checkpointing.BEST_METRIC: last_eval["top1"]}
-                    _save(mngr, done, state_repl, metrics_)
+                    _save(mngr, done, devices, state_repl, metrics_)
                     saved = True
                     t0 = time.perf_counter()  # saving is not training time
                 if stop.requested():
                     guard.check_all()
                     if not saved:
-                        _save(mngr, done, state_repl)
+                        _save(mngr, done, devices, state_repl)
                     checkpointing.wait(mngr)
                     raise Interrupted(done, workdir, stop.signal_name)
         checkpointing.wait(mngr)
@@ -166,9 +169,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return last_eval
 
 
-def _save(mngr, step: int, state_repl, metrics: dict | None = None) -> None:
-    host_state = jax.device_get(flax.jax_utils.unreplicate(state_repl))
-    checkpointing.save(mngr, step, host_state, data_step=step, metrics=metrics)
+def _save(mngr, step: int, devices: parallel.Parallel, state_repl,
+          metrics: dict | None = None) -> None:
+    checkpointing.save(mngr, step, devices.to_save(state_repl), data_step=step, metrics=metrics)
 
 
 def _next(batches, run: construct.Components) -> dict:
@@ -186,7 +189,7 @@ def _data_error(run: construct.Components, split: str, err) -> construct.DataErr
 
 def _summary(window: list[dict]) -> dict:
     """Means over the window's steps of every metric (NaN when a skipped step had one)."""
-    rows = common_utils.get_metrics(window)
+    rows = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *jax.device_get(window))
     finite = rows.pop("finite")
     summary = {k: float(np.mean(v)) for k, v in rows.items()}
     if not np.all(finite):
@@ -215,10 +218,10 @@ class _FiniteGuard:
 
     def _check(self, entries) -> None:
         for step, metrics in entries:
-            if bool(np.asarray(metrics["finite"])[0]):
+            if bool(np.asarray(metrics["finite"])):
                 continue
             self.bad += 1
-            loss = float(np.asarray(metrics["loss"])[0])
+            loss = float(np.asarray(metrics["loss"]))
             if self.bad > self.max_bad:
                 latest = self.mngr.latest_step()
                 kept = (f"the last checkpoint (step {latest}) is intact" if latest is not None

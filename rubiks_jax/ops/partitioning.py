@@ -17,9 +17,11 @@ Each call of impl "ffi" or "xla" is wrapped twice, outermost first:
       along them; one RuntimeWarning says which array and axes. Shard N or C instead.
     * An axis whose length its mesh axes do not divide is gathered the same way (with the warning):
       the kernels must not see XLA's padding of an uneven shard.
-  One device, `pmap` and `shard_map` run the call as it is. Under shard_map, x and a replicated
-  shift are first made varying alike (vary_alike), so dL/dshift comes back summed over devices. Shardy (jax's
-  default) reads `sharding_rule`; GSPMD reads `infer_sharding_from_operands`.
+  Shardy (jax's default) reads `sharding_rule`; GSPMD reads `infer_sharding_from_operands`.
+
+One device, `pmap` and `shard_map` run the call as it is. Under shard_map with jax's varying-axes
+typing (check_vma, the default), x and a replicated shift are first made varying alike
+(vary_alike), so dL/dshift comes back summed over the devices, as for jax's own ops.
 """
 
 from __future__ import annotations

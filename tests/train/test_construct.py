@@ -23,6 +23,7 @@ from train import construct
     ("data.flip_pairs", "0-1-2", 1, "config.data.flip_pairs"),
     ("init_from", "/nonexistent/run", 1, "config.init_from='/nonexistent/run': is not a training"),
     ("max_bad_steps", -1, 1, "config.max_bad_steps=-1"),
+    ("parallelism", "pjit", 1, "config.parallelism='pjit': must be one of ('pmap', 'jit')"),
 ])
 def test_a_bad_config_value_is_named_before_any_data_is_read(key, value, devices, message):
     config = small_config("/nonexistent/data")  # never read: the checks need no data

@@ -1,6 +1,8 @@
 """Fault injection: the training CLI as a subprocess, killed at random points (also mid-save),
 stopped by SIGTERM / SIGINT, diverging, resuming from a corrupted checkpoint, writing to a full
-disk; what survives each, and what it prints."""
+disk; what survives each, and what it prints. Each in both modes of config.parallelism (pmap, jit);
+the reference run (`trained`) is pmap's, so the jit runs also check that the modes agree bit for
+bit and resume each other's checkpoints."""
 
 import glob
 import json
@@ -16,7 +18,13 @@ import numpy as np
 import pytest
 
 from tests.train.synthetic_runs import ROOT, cli, metrics_rows, small_flags
-from train import checkpointing
+from train import checkpointing, parallel
+
+mode = pytest.mark.parametrize("mode", parallel.MODES)
+
+
+def _flags(data_dir: str, workdir: str, mode: str) -> list[str]:
+    return small_flags(data_dir, workdir) + [f"--config.parallelism={mode}"]
 
 
 def _steps(workdir: str) -> list[int]:
@@ -66,16 +74,18 @@ def _assert_identical(a, b) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_run(data_dir, trained, tmp_path):
+@mode
+def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_run(data_dir, trained, tmp_path,
+                                                                  mode):
     """Two SIGKILLs: one the moment a save starts, then one a random time after a checkpoint of
     the resumed run landed; the third launch finishes. Bit-identical to the uninterrupted run."""
     rng = random.Random(0)
     workdir = str(tmp_path / "killed")
-    flags = small_flags(data_dir, workdir)
-    for mode in ("mid_save", "random"):
+    flags = _flags(data_dir, workdir, mode)
+    for when in ("mid_save", "random"):
         before = _steps(workdir)
         proc = cli(["train.main", *flags])
-        if mode == "mid_save":
+        if when == "mid_save":
             running = _wait_for(proc, lambda: _saving(workdir))
         else:
             running = _wait_for(proc, lambda: _steps(workdir) != before and
@@ -91,10 +101,11 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_run(data_dir, trai
 
 
 @pytest.mark.slow
-def test_sigterm_and_ctrl_c_save_and_exit_0(data_dir, tmp_path):
+@mode
+def test_sigterm_and_ctrl_c_save_and_exit_0(data_dir, tmp_path, mode):
     workdir = str(tmp_path / "stopped")
     # Checkpoints every 3 steps: a stop between them saves a step of its own.
-    flags = small_flags(data_dir, workdir) + ["--config.optim.num_epochs=50",
+    flags = _flags(data_dir, workdir, mode) + ["--config.optim.num_epochs=50",
                                               "--config.checkpoint_every_steps=3"]
     stops = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,9 +132,10 @@ def test_sigterm_and_ctrl_c_save_and_exit_0(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(data_dir, tmp_path):
+@mode
+def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(data_dir, tmp_path, mode):
     workdir = str(tmp_path / "diverged")
-    flags = small_flags(data_dir, workdir) + ["--config.optim.kind=sgd",
+    flags = _flags(data_dir, workdir, mode) + ["--config.optim.kind=sgd",
                                               "--config.optim.base_lr=1e4",
                                               "--config.optim.num_epochs=10"]
     rc, out = _finish(flags)
@@ -140,8 +152,9 @@ def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(data_dir, tm
             json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
 
 
+@mode
 def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(trained, data_dir,
-                                                                               tmp_path):
+                                                                               tmp_path, mode):
     workdir = str(tmp_path / "corrupt")
     shutil.copytree(trained[0], workdir)
     data = max(glob.glob(os.path.join(workdir, "checkpoints", "8", "state", "**", "d", "*"),
@@ -149,7 +162,7 @@ def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(t
     with open(data, "r+b") as f:  # 4 KiB of garbage inside the arrays (0xFF: NaN in float32)
         f.seek(os.path.getsize(data) // 2)
         f.write(b"\xff" * 4096)
-    flags = small_flags(data_dir, workdir) + ["--config.optim.num_epochs=3",
+    flags = _flags(data_dir, workdir, mode) + ["--config.optim.num_epochs=3",
                                               "--allow_config_change"]
     rc, out = _finish(flags)
     assert rc == 0, out[-3000:]
@@ -167,11 +180,12 @@ def test_a_corrupted_latest_checkpoint_is_set_aside_and_the_one_before_resumed(t
 
 
 @pytest.mark.slow
-def test_a_failed_save_stops_the_run_with_one_clear_line(data_dir, tmp_path):
+@mode
+def test_a_failed_save_stops_the_run_with_one_clear_line(data_dir, tmp_path, mode):
     """A disk that fills up: files may not grow past 4 MiB (ulimit -f; SIGXFSZ ignored, so the
     write fails with EFBIG), a checkpoint's data file needs ~14."""
     workdir = str(tmp_path / "full")
-    flags = small_flags(data_dir, workdir) + ["--config.optim.num_epochs=10"]
+    flags = _flags(data_dir, workdir, mode) + ["--config.optim.num_epochs=10"]
     proc = subprocess.Popen(
         ["bash", "-c", 'ulimit -f 4096 && trap "" XFSZ && exec "$0" -m train.main "$@"',
          sys.executable, *flags], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

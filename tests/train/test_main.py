@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import run_once
 from tests.train.synthetic_runs import cli, cli_flags
-from train import checkpointing, construct
+from train import checkpointing, construct, parallel
 
 pytestmark = pytest.mark.slow
 
@@ -58,15 +58,18 @@ def _flat(tree) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
 
 
+@pytest.mark.parametrize("mode", parallel.MODES)
 def test_two_processes_train_like_one_process_with_their_devices(data_dir, tmp_path,
-                                                                  four_devices):
+                                                                  four_devices, mode):
     """jax.distributed over localhost: 2 processes x 2 host devices (CPU collectives: gloo) take
-    the single-process 4-device run's step, and evaluate every clip once."""
+    the single-process 4-device run's step (pmap), and evaluate every clip once; in either mode
+    (jit: one Mesh over both processes' devices, global arrays, Orbax saving them directly)."""
     workdir = str(tmp_path / "two_processes")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     address = f"localhost:{_free_port()}"
     procs = [cli(["train.main", *cli_flags(data_dir, workdir, epochs=1), *ONE_STEP,
+                  f"--config.parallelism={mode}",
                   f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
                  env=env) for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]

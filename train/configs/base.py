@@ -70,4 +70,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_bad_steps = 0                        # steps with a non-finite loss or gradient that are
                                                # skipped (not applied) before the run stops
     c.progress_bar = True
+    c.parallelism = "pmap"                     # pmap | jit (one Mesh over all devices of all
+                                               # processes; the same steps and checkpoints)
     return c
