@@ -1,10 +1,10 @@
-"""python -m train.bench_parallel [--config train/configs/synthetic.py] [--repeats 30] [--json OUT]:
+"""python -m train.bench_parallel [--config C] [--repeats 30] [--impl ffi|xla] [--json OUT]:
 what the two modes of config.parallelism cost, on the devices this process has (on a CPU host,
 XLA_FLAGS=--xla_force_host_platform_device_count=4 makes 4).
 
 - "step": the training step of the config's model (the main job's RubiksNet-Tiny by default) on a
   random batch of optim.batch_size clips, under pmap and under jit (train.parallel), steps/s.
-- "op": rubiks_shift forward + both gradients (impl ffi when built, else xla) at the paper's layer
+- "op": rubiks_shift forward + both gradients (--impl; ffi when built, else xla) at the paper's layer
   shape per device, (8, 8, 56, 56, 72) float32: x split over all devices along N under plain `jit`
   (the op's own partitioning rule), the same under `shard_map` (each device calls the op on its
   block by hand: what partitioning should cost at best), and one device's call on one block.
@@ -38,6 +38,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "train/configs/synthetic.py", "training config")
 flags.DEFINE_integer("repeats", 30, "timed samples per variant")
 flags.DEFINE_string("json", "bench_out/parallel.json", "where to write the results")
+flags.DEFINE_enum("impl", "", ["", "ffi", "xla"], "the op's implementation (default: ffi when built)")
 
 
 def interleaved(fns: dict, make_inputs, repeats: int) -> dict[str, float]:
@@ -80,10 +81,10 @@ def step_rows(config, repeats: int) -> list[dict]:
                  model=f"{config.model.arch}-{config.model.tier}") for mode in parallel.MODES]
 
 
-def op_rows(repeats: int) -> list[dict]:
+def op_rows(repeats: int, impl: str) -> list[dict]:
     from rubiks_jax.ops import ffi_available
 
-    impl = "ffi" if ffi_available() else "xla"
+    impl = impl or ("ffi" if ffi_available() else "xla")
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("data",))
     n = OP_SHAPE[0]
@@ -123,7 +124,7 @@ def format_table(result: dict) -> str:
 
 def main(argv) -> None:
     del argv
-    rows = step_rows(FLAGS.config, FLAGS.repeats) + op_rows(FLAGS.repeats)
+    rows = step_rows(FLAGS.config, FLAGS.repeats) + op_rows(FLAGS.repeats, FLAGS.impl)
     result = {"suite": "parallel", "machine": machine_description(),
               "devices": jax.device_count(), "command": " ".join(sys.argv), "rows": rows}
     print(format_table(result))
