@@ -5,7 +5,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=4 makes 4).
 - "step": the training step of the config's model (the main job's RubiksNet-Tiny by default) on a
   random batch of optim.batch_size clips, under pmap and under jit (train.parallel), steps/s.
 - "op": rubiks_shift forward + both gradients (--impl; ffi when built, else xla) at the paper's layer
-  shape per device, (8, 8, 56, 56, 72) float32: x split over all devices along N under plain `jit`
+  shape per device (--op_shape), (8, 8, 56, 56, 72) float32: x split over all devices along N under plain `jit`
   (the op's own partitioning rule), the same under `shard_map` (each device calls the op on its
   block by hand: what partitioning should cost at best), and one device's call on one block.
 
@@ -32,12 +32,12 @@ from rubiks_jax.bench.timing import machine_description
 from rubiks_jax.ops import rubiks_shift
 from train import construct, parallel, steps
 
-OP_SHAPE = (8, 8, 56, 56, 72)  # per device
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "train/configs/synthetic.py", "training config")
 flags.DEFINE_integer("repeats", 30, "timed samples per variant")
 flags.DEFINE_string("json", "bench_out/parallel.json", "where to write the results")
+flags.DEFINE_list("op_shape", ["8", "8", "56", "56", "72"], "the op's (N, T, H, W, C) a device")
 flags.DEFINE_enum("impl", "", ["", "ffi", "xla"], "the op's implementation (default: ffi when built)")
 
 
@@ -81,16 +81,16 @@ def step_rows(config, repeats: int) -> list[dict]:
                  model=f"{config.model.arch}-{config.model.tier}") for mode in parallel.MODES]
 
 
-def op_rows(repeats: int, impl: str) -> list[dict]:
+def op_rows(repeats: int, impl: str, shape: tuple[int, ...]) -> list[dict]:
     from rubiks_jax.ops import ffi_available
 
     impl = impl or ("ffi" if ffi_available() else "xla")
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("data",))
-    n = OP_SHAPE[0]
+    n = shape[0]
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n * len(devices),) + OP_SHAPE[1:], np.float32)
-    shift = jnp.asarray(rng.uniform(-1.5, 1.5, (OP_SHAPE[-1], 3)), jnp.float32)
+    x = rng.standard_normal((n * len(devices),) + shape[1:], np.float32)
+    shift = jnp.asarray(rng.uniform(-1.5, 1.5, (shape[-1], 3)), jnp.float32)
 
     def fwd_bwd(x, s):
         y, vjp = jax.vjp(lambda a, b: rubiks_shift(a, b, impl=impl), x, s)
@@ -108,7 +108,7 @@ def op_rows(repeats: int, impl: str) -> list[dict]:
                                               out_specs=(P("data"), P("data"), P()))),
            "one device, one block": jax.jit(fwd_bwd)}
     median = interleaved(fns, lambda name: (placed[name], shift), repeats)
-    return [dict(kind="op", variant=name, median_s=t, impl=impl, shape_per_device=list(OP_SHAPE),
+    return [dict(kind="op", variant=name, median_s=t, impl=impl, shape_per_device=list(shape),
                  devices=len(devices)) for name, t in median.items()]
 
 
@@ -124,7 +124,8 @@ def format_table(result: dict) -> str:
 
 def main(argv) -> None:
     del argv
-    rows = step_rows(FLAGS.config, FLAGS.repeats) + op_rows(FLAGS.repeats, FLAGS.impl)
+    shape = tuple(int(v) for v in FLAGS.op_shape)
+    rows = step_rows(FLAGS.config, FLAGS.repeats) + op_rows(FLAGS.repeats, FLAGS.impl, shape)
     result = {"suite": "parallel", "machine": machine_description(),
               "devices": jax.device_count(), "command": " ".join(sys.argv), "rows": rows}
     print(format_table(result))

@@ -32,3 +32,22 @@ def test_pmap_and_jit_train_alike_and_resume_each_other(data_dir, tmp_path):
         for step in (2, 4):
             assert report[f"{name}_step{step}_difference"] <= 1e-5, (name, step, report)
 
+
+
+@pytest.mark.slow
+def test_the_parallelism_benchmark_runs_on_two_devices(tmp_path):
+    out_json = tmp_path / "parallel.json"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-m", "train.bench_parallel", "--repeats=1",
+                          "--op_shape=2,3,5,6,8", "--config.optim.batch_size=4",
+                          "--config.data.crop_size=16", "--config.data.num_frames=4",
+                          f"--json={out_json}"], env=env, capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out_json.read_text())
+    assert result["devices"] == 2
+    variants = [(r["kind"], r["variant"]) for r in result["rows"]]
+    assert variants == [("step", "pmap"), ("step", "jit"), ("op", "jit sharded"),
+                        ("op", "shard_map"), ("op", "one device, one block")]
+    assert all(r["median_s"] > 0 for r in result["rows"])
