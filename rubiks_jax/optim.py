@@ -253,7 +253,7 @@ def make_optimizer(base_lr: float, steps_per_epoch: int, warmup_epochs: float,
                    decay_epochs: Sequence[float] = (26, 36), decay_factor: float = 0.1,
                    momentum: float = 0.9, weight_decay: float = 1e-4, nesterov: bool = False,
                    shift_lr_ratio: float = 0.01, temporal_factor: float = 0.1,
-                   params: Any | None = None, kind: str = "sgd"
+                   params: Any | None = None, kind: str = "sgd", freeze_shifts: bool = False
                    ) -> tuple[optax.GradientTransformation, dict[str, optax.Schedule]]:
     """The RubiksNet SGD recipe as one `optax.multi_transform` over `param_groups`.
 
@@ -265,6 +265,8 @@ def make_optimizer(base_lr: float, steps_per_epoch: int, warmup_epochs: float,
       schedule: PyTorch SGD with weight_decay (coupled L2: the decay enters the momentum buffer).
     - "no_decay": the same SGD without decay.
     - "shift": normalize_shift_gradients(temporal_factor) then SGD (momentum) at the shift schedule.
+      With freeze_shifts=True the group gets no update at all, warm-up included (its schedule is
+      0): the shifts stay at their initialisation, bit for bit (the fixed-shift ablation).
 
     Labels are computed from the tree passed to init/update (`param_groups` is given to
     multi_transform as a callable), so the same optimizer serves any model; pass `params` to
@@ -278,6 +280,8 @@ def make_optimizer(base_lr: float, steps_per_epoch: int, warmup_epochs: float,
                                 decay_factor)
     shift_lr = shift_learning_rate_schedule(base_lr, steps_per_epoch, warmup_epochs, decay_epochs,
                                             decay_factor, shift_lr_ratio)
+    if freeze_shifts:
+        shift_lr = optax.constant_schedule(0.0)
     if kind == "sgd":
         step = lambda rate: optax.sgd(rate, momentum=momentum, nesterov=nesterov)  # noqa: E731
     elif kind == "adam":
@@ -287,7 +291,8 @@ def make_optimizer(base_lr: float, steps_per_epoch: int, warmup_epochs: float,
     transforms = {
         DECAY: optax.chain(optax.add_decayed_weights(weight_decay), step(lr)),
         NO_DECAY: step(lr),
-        SHIFT: optax.chain(normalize_shift_gradients(temporal_factor), step(shift_lr)),
+        SHIFT: (optax.set_to_zero() if freeze_shifts else
+                optax.chain(normalize_shift_gradients(temporal_factor), step(shift_lr))),
     }
     return optax.multi_transform(transforms, param_groups), {DECAY: lr, NO_DECAY: lr,
                                                              SHIFT: shift_lr}

@@ -419,3 +419,29 @@ def test_adam_kind_keeps_groups_and_schedules():
     with pytest.raises(ValueError, match="kind must be 'sgd' or 'adam'"):
         optim.make_optimizer(base_lr=0.1, steps_per_epoch=10, warmup_epochs=0, decay_epochs=(5,),
                              kind="rmsprop")
+
+
+def test_freeze_shifts_never_moves_the_shift_group_warm_up_included(small_net):
+    """Steps inside the warm-up and after it: every shift-group leaf (RubiksShift shifts,
+    AttentionShift logits) ends bit-identical to its initial value; the other groups move."""
+    from rubiks_jax import optim
+
+    model, variables, x = small_net
+    params = variables["params"]
+    tx, schedules = make_optimizer(base_lr=0.5, steps_per_epoch=2, warmup_epochs=1,
+                                   decay_epochs=(3,), kind="adam", freeze_shifts=True,
+                                   params=params)
+    loss = lambda p: jnp.sum(model.apply({**variables, "params": p}, x) ** 2)  # noqa: E731
+    state, current = tx.init(params), params
+    for _ in range(4):
+        updates, state = tx.update(jax.grad(loss)(current), state, current)
+        current = optax.apply_updates(current, updates)
+    groups = param_groups(params)
+    moved = {g: False for g in optim.GROUPS}
+    for g, a, b in zip(jax.tree_util.tree_leaves(groups), jax.tree_util.tree_leaves(params),
+                       jax.tree_util.tree_leaves(current)):
+        if g == optim.SHIFT:
+            np.testing.assert_array_equal(a, b)
+        moved[g] |= not np.array_equal(a, b)
+    assert moved[optim.DECAY] and moved[optim.NO_DECAY] and not moved[optim.SHIFT]
+    assert float(schedules[optim.SHIFT](3)) == 0.0

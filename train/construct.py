@@ -420,7 +420,7 @@ def make_optimizer(config: ml_collections.ConfigDict, params, steps_per_epoch: i
         params=params, base_lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
         steps_per_epoch=steps_per_epoch, warmup_epochs=o.warmup_epochs,
         decay_epochs=tuple(o.decay_epochs), shift_lr_ratio=o.shift_lr_ratio,
-        temporal_factor=o.temporal_factor, kind=o.kind)
+        temporal_factor=o.temporal_factor, kind=o.kind, freeze_shifts=o.freeze_shifts)
 
 
 def initial_state(variables: dict, tx: optax.GradientTransformation) -> steps.TrainState:

@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.decay_epochs = (26, 36)
     c.optim.shift_lr_ratio = 0.01
     c.optim.temporal_factor = 0.1
+    c.optim.freeze_shifts = False              # True: the shift group (RubiksShift shifts,
+                                               # AttentionShift logits) is never updated
 
     c.temperature = ml_collections.ConfigDict()  # rubiks3d_aq's AttentionShift temperature:
                                                  # exponential over the planned run
