@@ -12,6 +12,7 @@ finite values that training would carry on from.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import zlib
@@ -21,9 +22,21 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 BEST_METRIC = "top1"
+# Orbax's CheckpointManager logs this warning at every save without metrics once `best_fn` is set;
+# the checkpoints between evaluations have none by design (LatestN keeps them, BestN ignores
+# them), so this one message is dropped; every other Orbax warning still shows.
+_UNTRACKED_SAVE = "Requested `tracked_metric`; did not provide metrics."
+
+
+def _drop_untracked_save_warning(record: logging.LogRecord) -> bool:
+    return record.getMessage() != _UNTRACKED_SAVE
+
+
+absl_logging.get_absl_logger().addFilter(_drop_untracked_save_warning)
 QUARANTINE = "corrupt_checkpoints"  # WORKDIR/<this>/<step>: checkpoints that failed to restore
 
 

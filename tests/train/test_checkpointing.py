@@ -123,3 +123,16 @@ def test_free_space_for_two_checkpoints_is_checked(tmp_path, monkeypatch):
                                                             "this run need 8.0 MiB"):
         checkpointing.check_free_space(str(tmp_path), state)
     checkpointing.check_free_space(str(tmp_path), state, copies=1)
+
+
+def test_a_save_between_evaluations_logs_no_warning_but_other_warnings_show(tmp_path, caplog):
+    from absl import logging
+
+    mngr = checkpointing.manager(str(tmp_path))
+    with caplog.at_level("WARNING"):
+        checkpointing.save(mngr, 1, _state(1), data_step=1)  # no metrics: between evaluations
+        checkpointing.wait(mngr)
+        logging.warning("another orbax warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "another orbax warning" in messages
+    assert not any("tracked_metric" in m for m in messages), messages
