@@ -25,14 +25,11 @@ def test_pmap_and_jit_train_alike_and_resume_each_other(data_dir, tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     # The same per-device program, collectives and data: bit-identical on this VM; a compiler
     # that fuses the two programs differently may round differently, hence the tolerance.
-    reference = report["pmap_losses"]
-    assert len(reference) == 4
-    for name in ("jit_then_pmap", "pmap_then_jit"):
-        np.testing.assert_allclose(report[f"{name}_losses"], reference, rtol=1e-5, err_msg=name)
-        for step in (2, 4):
-            assert report[f"{name}_step{step}_difference"] <= 1e-5, (name, step, report)
-
-
+    jit_first, pmap_first = report["jit_then_pmap_losses"], report["pmap_then_jit_losses"]
+    assert len(jit_first) == len(pmap_first) == 4
+    np.testing.assert_allclose(jit_first, pmap_first, rtol=1e-5)
+    assert report["step2_difference"] <= 1e-5, report  # jit alone against pmap alone
+    assert report["step4_difference"] <= 1e-5, report  # each resumed from the other mode
 
 @pytest.mark.slow
 def test_the_parallelism_benchmark_runs_on_two_devices(tmp_path):
