@@ -26,17 +26,21 @@ from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 BEST_METRIC = "top1"
-# Orbax's CheckpointManager logs this warning at every save without metrics once `best_fn` is set;
-# the checkpoints between evaluations have none by design (LatestN keeps them, BestN ignores
-# them), so this one message is dropped; every other Orbax warning still shows.
+# Two warnings Orbax's CheckpointManager logs for how this module uses it, not for a fault; every
+# other Orbax warning still shows:
+# - at every save without metrics once `best_fn` is set: the checkpoints between evaluations have
+#   none by design (LatestN keeps them, BestN ignores them);
+# - whenever a read-only manager opens a directory (inference, evaluation, figures).
 _UNTRACKED_SAVE = "Requested `tracked_metric`; did not provide metrics."
+_READ_ONLY = "Given directory is read only="
 
 
-def _drop_untracked_save_warning(record: logging.LogRecord) -> bool:
-    return record.getMessage() != _UNTRACKED_SAVE
+def _drop_expected_warnings(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return message != _UNTRACKED_SAVE and not message.startswith(_READ_ONLY)
 
 
-absl_logging.get_absl_logger().addFilter(_drop_untracked_save_warning)
+absl_logging.get_absl_logger().addFilter(_drop_expected_warnings)
 QUARANTINE = "corrupt_checkpoints"  # WORKDIR/<this>/<step>: checkpoints that failed to restore
 
 
@@ -63,6 +67,7 @@ def manager(workdir: str, keep_latest: int = 2, keep_best: int = 3,
     # best_fn also makes Orbax write the metrics passed to `save` (and best_step() rank them).
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_best_metric,
                                            best_mode="max", read_only=read_only,
+                                           save_interval_steps=0 if read_only else 1,
                                            enable_async_checkpointing=not read_only,
                                            create=not read_only)
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),

@@ -96,6 +96,19 @@ def main(argv):
         os._exit(1)  # not sys.exit: orbax's writer threads would print their failure again
     if jax.process_index() == 0:
         print("final evaluation:", json.dumps(result))
+        _print_summary(result, FLAGS.workdir)
+
+
+def _print_summary(result: dict, workdir: str) -> None:
+    """The run in three lines: top-1, how far the shifts moved, and the figures' command."""
+    from train import viz  # matplotlib and the figures only when asked for
+
+    if "top1" in result:
+        print(f"top-1 {100 * result['top1']:.1f}% (top-5 {100 * result['top5']:.1f}%) on "
+              f"{result['num_examples']} validation clips")
+    print(viz.describe_movement(viz.movement(workdir)))
+    print(f"figures of the learned shifts: python -m train.viz --workdir {workdir} "
+          f"--out {os.path.join(workdir, 'viz')}")
 
 
 if __name__ == "__main__":

@@ -49,11 +49,41 @@ def visualize(workdir: str, out: str, which: str = "best") -> list[str]:
              "shift_init": c.model.get("shift_init"), "seed": c.seed,
              "reference_is": "the initialisation from config.seed" + (
                  f" (the run started from {c.init_from})" if c.get("init_from") else "")}
-    initial = construct.assemble(c, run.class_names, steps_per_epoch=1).state  # same seed
     return viz_lib.write_all(jax.device_get(state.variables()), out,
-                             reference=jax.device_get(initial.variables()),
+                             reference=_initial_variables(run),
                              budget=float(c.model.budget) if aq else None, title=title.strip(),
                              extra=extra)
+
+
+def _initial_variables(run: construct.Components) -> dict:
+    """The variables the run's training started from: its config.seed's initialisation."""
+    initial = construct.assemble(run.config, run.class_names, steps_per_epoch=1).state
+    return jax.device_get(initial.variables())
+
+
+def movement(workdir: str, which: str = "latest") -> dict[str, dict]:
+    """How far checkpoint `which` of a run's shifts moved from the initialisation, per stage and
+    "all" (rubiks_jax.viz.change_stats); {} for a model without shift layers."""
+    run, state, _ = inference.restore(workdir, which)
+    layers = viz_lib.collect_shifts(jax.device_get(state.variables()))
+    if not layers:
+        return {}
+    return viz_lib.change_stats(layers, viz_lib.collect_shifts(_initial_variables(run)))
+
+
+def describe_movement(change: dict[str, dict]) -> str:
+    """One line of `movement`: the mean |d - d0| per axis over all layers, and dt's per stage."""
+    if not change:
+        return "the model has no shift layers"
+    everything = change["all"]
+    axes = ", ".join(f"{axis} {everything[f'mean_abs_change_{axis}']:.3f}"
+                     for axis in viz_lib.AXIS_NAMES
+                     if everything.get(f"mean_abs_change_{axis}") is not None)
+    stages = ", ".join(f"{name} {stats['mean_abs_change_dt']:.3f}"
+                       for name, stats in change.items()
+                       if name != "all" and stats.get("mean_abs_change_dt") is not None)
+    return (f"the shifts moved from their initialisation by mean |d - d0| = {axes} (frames, "
+            f"pixels); dt per stage: {stages or '-'}")
 
 
 def main(argv):

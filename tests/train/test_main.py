@@ -3,6 +3,7 @@ localhost). Killed, stopped and resumed runs of the CLI: test_faults.py."""
 
 import json
 import os
+import re
 import socket
 
 import jax
@@ -46,6 +47,24 @@ def _final_report(out: str) -> dict:
 
 def test_training_runs_unchanged_on_four_host_devices(four_devices):
     assert _final_report(four_devices[1])["num_examples"] == 18
+
+
+def test_the_run_ends_with_top1_shift_movement_and_the_figures_command(four_devices):
+    workdir, out = four_devices
+    tail = out.split("final evaluation:")[1].strip().splitlines()[1:]
+    report = _final_report(out)
+    assert tail[0] == (f"top-1 {100 * report['top1']:.1f}% (top-5 {100 * report['top5']:.1f}%) "
+                       "on 18 validation clips"), tail
+    assert tail[1].startswith("the shifts moved from their initialisation by mean |d - d0| = dt ")
+    assert "dt per stage: layer0 " in tail[1]
+    assert tail[2] == (f"figures of the learned shifts: python -m train.viz --workdir {workdir} "
+                       f"--out {os.path.join(workdir, 'viz')}"), tail
+    # No Python warning of ours or of what we call (absl's "W1207 ..." lines, "WARNING:absl:",
+    # deprecations). TensorFlow's C++ import lines (oneDNN, absl::InitializeLog) are not ours.
+    python_warnings = [line for line in out.splitlines()
+                       if re.match(r"W\d{4} |WARNING:(absl|tensorflow)", line)
+                       or "deprecated" in line]
+    assert not python_warnings, python_warnings
 
 
 def _free_port() -> int:
