@@ -96,17 +96,21 @@ def main(argv):
         os._exit(1)  # not sys.exit: orbax's writer threads would print their failure again
     if jax.process_index() == 0:
         print("final evaluation:", json.dumps(result))
-        _print_summary(result, FLAGS.workdir)
+    _print_summary(result, FLAGS.workdir)
 
 
 def _print_summary(result: dict, workdir: str) -> None:
-    """The run in three lines: top-1, how far the shifts moved, and the figures' command."""
+    """The run in three lines: top-1, how far the shifts moved, and the figures' command. Every
+    process reads the checkpoint (Orbax opens and restores collectively); process 0 prints."""
     from train import viz  # matplotlib and the figures only when asked for
 
+    change = viz.movement(workdir)
+    if jax.process_index() != 0:
+        return
     if "top1" in result:
         print(f"top-1 {100 * result['top1']:.1f}% (top-5 {100 * result['top5']:.1f}%) on "
               f"{result['num_examples']} validation clips")
-    print(viz.describe_movement(viz.movement(workdir)))
+    print(viz.describe_movement(change))
     print(f"figures of the learned shifts: python -m train.viz --workdir {workdir} "
           f"--out {os.path.join(workdir, 'viz')}")
 
