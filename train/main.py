@@ -16,8 +16,11 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from train import construct, trainer
-from train.metrics_log import quiet_logs
+from train.metrics_log import import_tensorflow_quietly, quiet_logs
+
+import_tensorflow_quietly()  # before train.construct imports it
+
+from train import construct, trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
 DEFAULT_CONFIG = "train/configs/synthetic.py"

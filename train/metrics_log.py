@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
+import tempfile
 
 from tqdm import tqdm
 
@@ -93,6 +96,34 @@ class MetricsLog:
             self._file.close()
             for w in self._writers.values():
                 w.close()
+
+
+# TensorFlow's C++ start-up notices, printed to stderr while it is imported, before any Python
+# logging exists: absl's "before absl::InitializeLog()" line, the oneDNN notice (port.cc) and the
+# CPU-feature notice (cpu_feature_guard.cc, and its "To enable the following instructions" line).
+_TF_IMPORT_NOTICES = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
+                                r"|I\d{4} [\d:. ]+\d+ (port|cpu_feature_guard)\.cc:\d+\]"
+                                r"|To enable the following instructions: ")
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its C++ start-up notices dropped; every other line it prints goes
+    to stderr as before. For the CLIs, before anything else imports TensorFlow."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(ln for ln in lines if not _TF_IMPORT_NOTICES.match(ln)))
+            sys.stderr.flush()
 
 
 def quiet_logs() -> None:
