@@ -51,10 +51,7 @@ def variant_config(config, variant: str, seed: int):
     c = config.copy_and_resolve_references()
     c.seed = seed
     for key, value in VARIANTS[variant].items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
+        node, leaf = construct.config_leaf(c, key)
         node[leaf] = value
     return c
 
