@@ -35,13 +35,29 @@ def test_synthetic_is_generated_deterministically(builder):
     assert sorted(np.bincount([ex["label"] for _, ex in synthetic.generate(0, cfg, 18)])) == [2] * 9
 
 
-def test_still_clips_do_not_move_and_others_do():
-    rng = np.random.default_rng(0)
-    still = synthetic.render_clip(rng, synthetic.CLASSES.index("still"), 8, 32)
-    assert np.array_equal(still[0], still[-1])
-    for label in range(8):
-        clip = synthetic.render_clip(np.random.default_rng(label), label, 8, 32)
-        assert not np.array_equal(clip[0], clip[-1]), synthetic.CLASSES[label]
+def _displacement(a: np.ndarray, b: np.ndarray, reach: int = 9) -> tuple[int, int]:
+    """(x, y) integer shift that best maps frame a onto frame b (largest correlation, centre)."""
+    a = a.mean(-1) - a.mean()
+    b = b.mean(-1) - b.mean()
+    m = reach
+    scores = {(dx, dy): np.sum(a[m - dy:-m - dy or None, m - dx:-m - dx or None] * b[m:-m, m:-m])
+              for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)}
+    return max(scores, key=scores.get)
+
+
+@pytest.mark.parametrize("label", range(len(synthetic.CLASSES)))
+def test_each_class_slides_its_texture_in_its_direction_at_its_speed(label):
+    name = synthetic.CLASSES[label]
+    clip = synthetic.render_clip(np.random.default_rng(label), label, 8, 36).astype(np.float64)
+    if name == "still":
+        assert all(np.array_equal(clip[0], frame) for frame in clip)
+        return
+    expected = synthetic.FAST_SPEED if name.startswith("fast") else synthetic.SLOW_SPEED
+    direction = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[name.split("_")[1]]
+    for k in range(7):  # every pair of consecutive frames: the whole texture moved alike
+        dx, dy = _displacement(clip[k], clip[k + 1])
+        assert (np.sign(dx), np.sign(dy)) == direction, (name, k, dx, dy)
+        assert abs(abs(dx + dy) - expected) <= expected * synthetic.SPEED_SPREAD + 0.5, (name, k)
 
 
 def test_train_batches_and_exact_resume(builder):

@@ -134,3 +134,16 @@ def test_accumulate_steps_must_divide_the_per_device_batch(k, batch, devices, ok
     with pytest.raises(construct.ConfigError, match=f"config.optim.accumulate_steps={k}: must "
                                                     "divide the per-device batch"):
         construct.check_config(config, process_count=1, local_devices=devices)
+
+
+def test_tfds_video_dtype_deprecation_is_dropped_other_warnings_show(caplog):
+    from absl import logging
+
+    with caplog.at_level("WARNING"):
+        # As TFDS's Video feature logs it while writing a data set's metadata.
+        logging.warning("`FeatureConnector.dtype` is deprecated. Please change your code to use "
+                        "NumPy with the field `FeatureConnector.np_dtype` or use TensorFlow with "
+                        "the field `FeatureConnector.tf_dtype`.")
+        logging.warning("`TensorInfo.dtype` is deprecated. Please change your code.")
+    assert [r.getMessage() for r in caplog.records] == [
+        "`TensorInfo.dtype` is deprecated. Please change your code."]

@@ -1,11 +1,14 @@
 """`rubiks_synthetic`: a built-in video data set whose labels live only in the motion.
 
-Each clip shows a textured object (square, disc or diamond with its own random texture) on a
-textured background. The class is how the object moves over time: left, right, up, down,
-approaching (growing), receding (shrinking), rotating clockwise or counter-clockwise, or still.
-Start position, size, orientation, speed, textures and shape are random, and sizes and positions
-are drawn so that their distributions over single frames overlap across classes: one frame says
-nothing about the label. Clips are generated locally from a seed (no download), deterministically.
+Each clip is a window onto a fine random texture that fills the whole frame and slides, the same
+way in every frame, in one of four directions (left, right, up, down) at a slow or a fast speed, or
+stands still: nine classes. The texture is band-pass noise (detail of about 2 to 8 pixels, no
+large-scale shading) with a random tint, position and brightness, so a single frame says nothing
+about the label and no object can be tracked: the class is only in how the pattern at one place
+reappears displaced in the next frame. Slow clips move about 2 pixels a frame, fast ones about 6
+(each speed varies by +-15% per clip), so telling fast directions apart takes spatio-temporal
+offsets of several pixels at full resolution (docs/RESULTS.md, "Why this data set"). Clips are
+generated locally from a seed (no download), deterministically.
 
     builder = tfds.builder("rubiks_synthetic", config="default", data_dir=...)
     builder.download_and_prepare()
@@ -20,78 +23,68 @@ import tensorflow_datasets as tfds
 
 from rubiks_jax.data.features import flip_label_pairs, video_features
 
-CLASSES = ("move_left", "move_right", "move_up", "move_down", "approach", "recede",
-           "rotate_clockwise", "rotate_counterclockwise", "still")
-# Classes a horizontal flip exchanges (the pipeline swaps them when it flips): ((0, 1), (6, 7)).
+CLASSES = ("slow_left", "slow_right", "slow_up", "slow_down",
+           "fast_left", "fast_right", "fast_up", "fast_down", "still")
+# Classes a horizontal flip exchanges (the pipeline swaps them when it flips): ((0, 1), (4, 5)).
 FLIP_PAIRS = tuple(flip_label_pairs(CLASSES))
 _SPLIT_SEEDS = {"train": 0, "validation": 1}
+# Speeds in pixels per frame at the stored resolution, and their per-clip spread.
+SLOW_SPEED, FAST_SPEED, SPEED_SPREAD = 2.0, 6.0, 0.15
+_DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))   # (x, y) of left, right, up, down; y points down
+# Texture band: white noise filtered by the difference of two Gaussians of these widths (pixels).
+_FINE_SIGMA, _COARSE_SIGMA = 0.5, 1.2
 
 
 @dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
     num_train: int = 2000
     num_validation: int = 500
-    num_frames: int = 16
-    size: int = 48
+    num_frames: int = 8
+    size: int = 36
     seed: int = 0
 
 
-def _texture(rng: np.random.Generator, size: int, cells: int,
-             contrast: tuple[float, float]) -> np.ndarray:
-    """(size, size, 3) float texture: smooth random colour field from a cells x cells grid, its
-    deviation from mid-grey scaled by a contrast drawn from `contrast`."""
-    grid = rng.random((cells + 1, cells + 1, 3))
-    coords = np.linspace(0, cells, size, endpoint=False)
-    i0 = coords.astype(int)
-    f = (coords - i0)[:, None]
-    rows = grid[i0] * (1 - f[:, :, None]) + grid[i0 + 1] * f[:, :, None]   # (size, cells+1, 3)
-    cols = rows[:, i0] * (1 - f.T[:, :, None]) + rows[:, i0 + 1] * f.T[:, :, None]
-    base = rng.uniform(0.3, 0.7, 3)
-    return np.clip(base + (cols - 0.5) * rng.uniform(*contrast) * 2, 0, 1)
+def velocity(label: int, rng: np.random.Generator) -> tuple[float, float]:
+    """(x, y) displacement in pixels per frame of a clip of class `label`."""
+    if CLASSES[label] == "still":
+        return 0.0, 0.0
+    speed = (FAST_SPEED if CLASSES[label].startswith("fast") else SLOW_SPEED)
+    speed *= rng.uniform(1 - SPEED_SPREAD, 1 + SPEED_SPREAD)
+    dx, dy = _DIRECTIONS[label % 4]
+    return dx * speed, dy * speed
 
 
-def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    if shape == 0:
-        return (np.abs(u) <= 1) & (np.abs(v) <= 1)      # square
-    if shape == 1:
-        return u * u + v * v <= 1                      # disc
-    return np.abs(u) + np.abs(v) <= 1                  # diamond
+def _texture_spectrum(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, n) Fourier coefficients of a periodic band-pass noise texture."""
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+    gain = (np.exp(-(2 * np.pi * f * _FINE_SIGMA) ** 2 / 2)
+            - np.exp(-(2 * np.pi * f * _COARSE_SIGMA) ** 2 / 2))
+    return np.fft.fft2(rng.standard_normal((n, n))) * gain
+
+
+def _texture_std(spectrum: np.ndarray) -> float:
+    """Standard deviation of the (zero-mean) texture whose Fourier coefficients are `spectrum`:
+    Parseval."""
+    return float(np.sqrt(np.sum(np.abs(spectrum) ** 2)) / spectrum.size)
 
 
 def render_clip(rng: np.random.Generator, label: int, num_frames: int, size: int) -> np.ndarray:
     """(num_frames, size, size, 3) uint8 clip of class `label`."""
-    # A quiet background and a contrasted object: the motion, not the camouflage, is the task.
-    background = _texture(rng, size, int(rng.integers(2, 5)), (0.05, 0.15))
-    texture = _texture(rng, 32, int(rng.integers(2, 5)), (0.8, 1.0))
-    shape = int(rng.integers(0, 3))
-    mid = (num_frames - 1) / 2
-    t = (np.arange(num_frames) - mid) / (num_frames - 1)  # clip time in [-1/2, 1/2]
-    # Motions are large over the clip (a model sees 8 of its frames at low resolution).
-    radius_mid = rng.uniform(0.13, 0.18) * size
-    speed = rng.uniform(0.45, 0.6) * size              # pixels per clip
-    growth = rng.uniform(0.8, 1.1)                     # log size change per clip
-    spin = np.deg2rad(rng.uniform(150.0, 220.0))       # radians per clip
-    theta0 = rng.uniform(0, 2 * np.pi)
-    velocity = {0: (-speed, 0), 1: (speed, 0), 2: (0, -speed), 3: (0, speed)}.get(label, (0, 0))
-    radius = radius_mid * np.exp({4: growth, 5: -growth}.get(label, 0.0) * t)
-    theta = theta0 + {6: spin, 7: -spin}.get(label, 0.0) * t
-    # The middle position is drawn so the object's centre stays inside the frame all along.
-    margin = radius.max() * 0.8 + np.abs(np.array(velocity)) * np.abs(t).max()
-    centre_mid = rng.uniform(margin, size - margin)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    n = 2 * size                                     # periodic canvas the window slides over
+    spectrum = _texture_spectrum(rng, n)
+    std = _texture_std(spectrum)
+    vx, vy = velocity(label, rng)
+    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
+    tint = rng.uniform(0.5, 1.0, 3)                  # per-channel contrast: a coloured texture
+    base = rng.uniform(0.35, 0.65, 3)
+    top, left = rng.integers(0, n - size, 2)
+    times = np.arange(num_frames) - (num_frames - 1) / 2
     clip = np.empty((num_frames, size, size, 3), np.uint8)
-    for k in range(num_frames):
-        cx = centre_mid[0] + velocity[0] * t[k]
-        cy = centre_mid[1] + velocity[1] * t[k]
-        dx, dy = (xs - cx) / radius[k], (ys - cy) / radius[k]
-        # Object coordinates: rotating by +theta (clockwise on screen, y pointing down).
-        c, s = np.cos(theta[k]), np.sin(theta[k])
-        u, v = c * dx + s * dy, -s * dx + c * dy
-        mask = _inside(shape, u, v)
-        tu = np.clip(((u + 1) / 2 * 31).round().astype(int), 0, 31)
-        tv = np.clip(((v + 1) / 2 * 31).round().astype(int), 0, 31)
-        frame = np.where(mask[..., None], texture[tv, tu], background)
-        clip[k] = (frame * 255).round().astype(np.uint8)
+    for k, t in enumerate(times):
+        # A translation by (vx t, vy t) pixels, sub-pixel exact: a phase ramp on the spectrum.
+        image = np.fft.ifft2(spectrum * np.exp(-2j * np.pi * (fx * vx * t + fy * vy * t))).real
+        image = image[top:top + size, left:left + size] / std * 0.18
+        clip[k] = np.clip((base + image[..., None] * tint) * 255, 0, 255).round().astype(np.uint8)
     return clip
 
 
@@ -108,16 +101,17 @@ def generate(split_seed: int, config: SyntheticConfig, count: int):
 
 
 class RubiksSynthetic(tfds.core.GeneratorBasedBuilder):
-    """Motion-only synthetic action recognition (9 classes), generated locally."""
+    """Motion-only synthetic action recognition (9 classes: direction x speed, and still),
+    generated locally."""
 
-    VERSION = tfds.core.Version("1.3.0")
+    VERSION = tfds.core.Version("1.4.0")
     RELEASE_NOTES = {"1.0.0": "Initial release.",
                      "1.1.0": "Quieter backgrounds, larger motions, speeds per clip duration.",
                      "1.2.0": "48x48 frames, motions defined over the whole clip.",
-                     "1.3.0": "Near-uniform backgrounds, larger objects."}
+                     "1.3.0": "Near-uniform backgrounds, larger objects.",
+                     "1.4.0": "Sliding full-frame textures, slow and fast: 8 frames of 36x36."}
     BUILDER_CONFIGS = [
-        SyntheticConfig(name="default", description="2000 + 500 clips, 16 frames of 48x48",
-                        size=48),
+        SyntheticConfig(name="default", description="2000 + 500 clips, 8 frames of 36x36"),
         SyntheticConfig(name="small", description="tiny set for tests: 36 + 18 clips, 8 x 32x32",
                         num_train=36, num_validation=18, num_frames=8, size=32),
     ]
