@@ -103,8 +103,9 @@ def main(argv):
 
 
 def _print_summary(result: dict, workdir: str) -> None:
-    """The run in three lines: top-1, how far the shifts moved, and the figures' command. Every
-    process reads the checkpoint (Orbax opens and restores collectively); process 0 prints."""
+    """The run in four lines: top-1, how far the shifts moved, and the commands of the figures and
+    of the ablation (learned against fixed shifts). Every process reads the checkpoint (Orbax opens
+    and restores collectively); process 0 prints."""
     from train import viz  # matplotlib and the figures only when asked for
 
     change = viz.movement(workdir)
@@ -116,6 +117,9 @@ def _print_summary(result: dict, workdir: str) -> None:
     print(viz.describe_movement(change))
     print(f"figures of the learned shifts: python -m train.viz --workdir {workdir} "
           f"--out {os.path.join(workdir, 'viz')}")
+    print("learned against frozen, TSM and no temporal shifts, 3 seeds: python -m train.ablate "
+          f"--workdir {workdir.rstrip(os.sep)}_ablation "
+          f"--config {config_flags.get_config_filename(FLAGS['config'])}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_training_runs_unchanged_on_four_host_devices(four_devices):
     assert _final_report(four_devices[1])["num_examples"] == 18
 
 
-def test_the_run_ends_with_top1_shift_movement_and_the_figures_command(four_devices):
+def test_the_run_ends_with_top1_shift_movement_and_the_figures_and_ablation_commands(four_devices):
     workdir, out = four_devices
     tail = out.split("final evaluation:")[1].strip().splitlines()[1:]
     report = _final_report(out)
@@ -59,6 +59,9 @@ def test_the_run_ends_with_top1_shift_movement_and_the_figures_command(four_devi
     assert "dt per stage: layer0 " in tail[1]
     assert tail[2] == (f"figures of the learned shifts: python -m train.viz --workdir {workdir} "
                        f"--out {os.path.join(workdir, 'viz')}"), tail
+    assert tail[3] == ("learned against frozen, TSM and no temporal shifts, 3 seeds: python -m "
+                       f"train.ablate --workdir {workdir}_ablation "
+                       "--config train/configs/synthetic.py"), tail
     # No warning at all: none of ours or of what we call (absl's "W1207 ..." lines, "WARNING:absl:",
     # deprecations), and TensorFlow's C++ start-up notices dropped (metrics_log).
     python_warnings = [line for line in out.splitlines()

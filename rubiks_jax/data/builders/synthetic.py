@@ -5,10 +5,10 @@ way in every frame, in one of four directions (left, right, up, down) at a slow 
 stands still: nine classes. The texture is band-pass noise (detail of about 2 to 8 pixels, no
 large-scale shading) with a random tint, position and brightness, so a single frame says nothing
 about the label and no object can be tracked: the class is only in how the pattern at one place
-reappears displaced in the next frame. Slow clips move about 2 pixels a frame, fast ones about 6
-(each speed varies by +-15% per clip), so telling fast directions apart takes spatio-temporal
-offsets of several pixels at full resolution (docs/RESULTS.md, "Why this data set"). Clips are
-generated locally from a seed (no download), deterministically.
+reappears displaced in the next frame. Slow clips move 1 to 2 pixels a frame, fast ones 3.5 to 7,
+so telling fast directions apart takes spatio-temporal offsets of several pixels at full
+resolution (docs/RESULTS.md, "Why this data set"). Clips are generated locally from a seed (no
+download), deterministically.
 
     builder = tfds.builder("rubiks_synthetic", config="default", data_dir=...)
     builder.download_and_prepare()
@@ -28,8 +28,8 @@ CLASSES = ("slow_left", "slow_right", "slow_up", "slow_down",
 # Classes a horizontal flip exchanges (the pipeline swaps them when it flips): ((0, 1), (4, 5)).
 FLIP_PAIRS = tuple(flip_label_pairs(CLASSES))
 _SPLIT_SEEDS = {"train": 0, "validation": 1}
-# Speeds in pixels per frame at the stored resolution, and their per-clip spread.
-SLOW_SPEED, FAST_SPEED, SPEED_SPREAD = 2.0, 6.0, 0.15
+# Speed ranges in pixels per frame at the stored resolution; a clip's speed is uniform in its range.
+SLOW_SPEEDS, FAST_SPEEDS = (1.0, 2.0), (3.5, 7.0)
 _DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))   # (x, y) of left, right, up, down; y points down
 # Texture band: white noise filtered by the difference of two Gaussians of these widths (pixels).
 _FINE_SIGMA, _COARSE_SIGMA = 0.5, 1.2
@@ -48,8 +48,7 @@ def velocity(label: int, rng: np.random.Generator) -> tuple[float, float]:
     """(x, y) displacement in pixels per frame of a clip of class `label`."""
     if CLASSES[label] == "still":
         return 0.0, 0.0
-    speed = (FAST_SPEED if CLASSES[label].startswith("fast") else SLOW_SPEED)
-    speed *= rng.uniform(1 - SPEED_SPREAD, 1 + SPEED_SPREAD)
+    speed = rng.uniform(*(FAST_SPEEDS if CLASSES[label].startswith("fast") else SLOW_SPEEDS))
     dx, dy = _DIRECTIONS[label % 4]
     return dx * speed, dy * speed
 
