@@ -53,12 +53,13 @@ def velocity(label: int, rng: np.random.Generator) -> tuple[float, float]:
     return dx * speed, dy * speed
 
 
-def _texture_spectrum(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, n) Fourier coefficients of a periodic band-pass noise texture."""
-    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+def _texture_spectrum(rng: np.random.Generator, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
+    """(n, n) Fourier coefficients of a periodic band-pass noise texture on the frequency grid
+    (fy, fx) of an n x n canvas."""
+    f = np.hypot(fy, fx)
     gain = (np.exp(-(2 * np.pi * f * _FINE_SIGMA) ** 2 / 2)
             - np.exp(-(2 * np.pi * f * _COARSE_SIGMA) ** 2 / 2))
-    return np.fft.fft2(rng.standard_normal((n, n))) * gain
+    return np.fft.fft2(rng.standard_normal(f.shape)) * gain
 
 
 def _texture_std(spectrum: np.ndarray) -> float:
@@ -70,10 +71,10 @@ def _texture_std(spectrum: np.ndarray) -> float:
 def render_clip(rng: np.random.Generator, label: int, num_frames: int, size: int) -> np.ndarray:
     """(num_frames, size, size, 3) uint8 clip of class `label`."""
     n = 2 * size                                     # periodic canvas the window slides over
-    spectrum = _texture_spectrum(rng, n)
+    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
+    spectrum = _texture_spectrum(rng, fy, fx)
     std = _texture_std(spectrum)
     vx, vy = velocity(label, rng)
-    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
     tint = rng.uniform(0.5, 1.0, 3)                  # per-channel contrast: a coloured texture
     base = rng.uniform(0.35, 0.65, 3)
     top, left = rng.integers(0, n - size, 2)
