@@ -44,7 +44,7 @@ inline InterpolationPlan plan_interpolation(const Geometry& g, bool adjoint) {
   return p;
 }
 
-template <DType D, bool kAdjoint, bool kUnitW, typename I>
+template <DType D, bool kAdjoint, bool kUnitW, typename I, bool kMayCarry = true>
 RS_HD void interpolate_thread(const typename Storage<D>::T* __restrict__ src,
                               const float* __restrict__ shift,
                               typename Storage<D>::T* __restrict__ dst, const Geometry& g,
@@ -65,8 +65,8 @@ RS_HD void interpolate_thread(const typename Storage<D>::T* __restrict__ src,
                     ? begin + static_cast<I>(plan.seg_len)
                     : static_cast<I>(plan.width);
   const ChannelShift cs = channel_shift(shift + 3 * c, quantize);
-  interpolate_row<D, kAdjoint, kUnitW, I>(src, dst + row * static_cast<I>(plan.width) * C + c, g,
-                                          cs, n, p0, p1, c, begin, end);
+  interpolate_row<D, kAdjoint, kUnitW, I, kMayCarry>(
+      src, dst + row * static_cast<I>(plan.width) * C + c, g, cs, n, p0, p1, c, begin, end);
 }
 
 // Calls fn.template operator()<kUnitW, I>() with the variant of the interpolation kernels that
@@ -105,7 +105,7 @@ RS_HD void shift_grad_partials_thread(const typename Storage<D>::T* __restrict__
   float acc[3] = {0.f, 0.f, 0.f};
   shift_grad_points<D, I>(x, dy, g, cs, chunk_begin(points, chunks, p),
                           chunk_begin(points, chunks, p + 1), c, acc);
-  for (int a = 0; a < 3; ++a) partials[(p * g.c + c) * 3 + a] = acc[a];
+  for (int a = 0; a < 3; ++a) RS_STORE(partials + ((p * g.c + c) * 3 + a), acc[a]);
 }
 
 template <typename Fn>

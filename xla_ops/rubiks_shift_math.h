@@ -21,6 +21,49 @@
 #define RS_HD inline
 #endif
 
+// Every global-memory access of the kernels' thread bodies goes through RS_LOAD / RS_STORE, and the
+// loops that issue them are marked: RS_TRACE_SCOPE opens a loop body's scope, RS_TRACE_POINT ends
+// one point of it. In the kernels these are plain accesses and nothing. Built with
+// RUBIKS_MEMORY_TRACE (host only: tools/memory_trace.cc, the memory model of the CUDA kernels) they
+// record each access's static site and address, which is how the model lines up a warp's lanes.
+#if defined(RUBIKS_MEMORY_TRACE) && !defined(__CUDACC__)
+namespace rubiks::trace {
+void access(const void* site, const void* address, int bytes, bool store, bool shared);
+void enter(const void* scope);
+void leave();
+void point();
+struct Scope {
+  explicit Scope(const void* site) { enter(site); }
+  ~Scope() { leave(); }
+};
+template <typename T>
+T load(const void* site, const T* p, bool shared) {
+  access(site, p, sizeof(T), false, shared);
+  return *p;
+}
+template <typename T, typename V>
+void store(const void* site, T* p, V v, bool shared) {
+  access(site, p, sizeof(T), true, shared);
+  *p = v;
+}
+}  // namespace rubiks::trace
+// A distinct address per expansion and per template instantiation of the enclosing function.
+#define RS_TRACE_SITE ([] { static const char site = 0; return static_cast<const void*>(&site); }())
+#define RS_LOAD(p) (::rubiks::trace::load(RS_TRACE_SITE, (p), false))
+#define RS_STORE(p, v) (::rubiks::trace::store(RS_TRACE_SITE, (p), (v), false))
+#define RS_SHARED_LOAD(p) (::rubiks::trace::load(RS_TRACE_SITE, (p), true))
+#define RS_SHARED_STORE(p, v) (::rubiks::trace::store(RS_TRACE_SITE, (p), (v), true))
+#define RS_TRACE_SCOPE() ::rubiks::trace::Scope rs_trace_scope_(RS_TRACE_SITE)
+#define RS_TRACE_POINT() ::rubiks::trace::point()
+#else
+#define RS_LOAD(p) (*(p))
+#define RS_STORE(p, v) (*(p) = (v))
+#define RS_SHARED_LOAD(p) (*(p))
+#define RS_SHARED_STORE(p, v) (*(p) = (v))
+#define RS_TRACE_SCOPE() static_cast<void>(0)
+#define RS_TRACE_POINT() static_cast<void>(0)
+#endif
+
 namespace rubiks {
 
 #if !defined(__CUDA_ARCH__)
@@ -158,7 +201,7 @@ RS_HD ChannelShift channel_shift(const float* shift3, bool quantize) {
   ChannelShift cs;
   cs.finite = true;
   for (int a = 0; a < 3; ++a) {
-    double d = static_cast<double>(shift3[a]);
+    double d = static_cast<double>(RS_LOAD(shift3 + a));
     if (!isfinite(d)) {
       cs.finite = false;
       cs.q[a] = 0;
@@ -426,7 +469,7 @@ struct SourceCorners {
   const RowSetup<I>& r;
   I w_off[2];
   RS_HD float operator()(int i, int j, int k) const {
-    return Storage<D>::load(src[r.src[i][j] + w_off[k]]);
+    return Storage<D>::load(RS_LOAD(src + (r.src[i][j] + w_off[k])));
   }
 };
 
@@ -446,6 +489,7 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
                     Point&& point) {
   const WInterior<I> in = w_interior<I, kAdjoint, kUnitW>(g, cs, r.w_use, begin, end);
   auto edge = [&](I from, I to) {
+    RS_TRACE_SCOPE();  // before the early return: a lane's leading and trailing edges stay apart
     if (from >= to) return;
     WCursor<I, kAdjoint, kUnitW> w(g, cs, r.w_use, from);
 #pragma unroll 1
@@ -453,6 +497,7 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
       const bool w_on[2] = {w.on(0), w.on(1)};
       point.template operator()<false>(p, SourceCorners<D, I>{src, r, {w.offset(0), w.offset(1)}},
                                        w_on);
+      RS_TRACE_POINT();
       w.advance();
     }
   };
@@ -464,14 +509,18 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
   // (kMayCarry). The dispatch below is written out in full: folding it into one lambda over kAllOn
   // cost three i32 kernels 8 registers (62% -> 50% occupancy, `bench sass`).
   auto interior = [&]<bool kAllOn>() {
+    RS_TRACE_SCOPE();
     const bool w_on[2] = {true, true};
     I off = in.first;
 #pragma unroll 1
-    for (I p = in.lo; p < in.hi; ++p, off += in.step)
+    for (I p = in.lo; p < in.hi; ++p, off += in.step) {
       point.template operator()<kAllOn>(p, SourceCorners<D, I>{src, r, {off, off + in.next}}, w_on);
+      RS_TRACE_POINT();
+    }
   };
   constexpr int kFresh = kAdjoint ? 0 : 1;  // the w corner a carried point loads
   auto carried_interior = [&]<bool kAllOn>() {
+    RS_TRACE_SCOPE();
     const bool w_on[2] = {true, true};
     I off = in.first;
     float v[2][2][2];
@@ -480,7 +529,8 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) v[i][j][kFresh] = Storage<D>::load(src[r.src[i][j] + first]);
+        for (int j = 0; j < 2; ++j)
+          v[i][j][kFresh] = Storage<D>::load(RS_LOAD(src + (r.src[i][j] + first)));
     }
 #pragma unroll 1
     for (I p = in.lo; p < in.hi; ++p, off += in.step) {
@@ -490,9 +540,10 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
           v[i][j][1 - kFresh] = v[i][j][kFresh];
-          v[i][j][kFresh] = Storage<D>::load(src[r.src[i][j] + fresh]);
+          v[i][j][kFresh] = Storage<D>::load(RS_LOAD(src + (r.src[i][j] + fresh)));
         }
       point.template operator()<kAllOn>(p, HeldCorners{v}, w_on);
+      RS_TRACE_POINT();
     }
   };
   edge(static_cast<I>(begin), in.lo);
@@ -542,8 +593,9 @@ RS_HD float interpolate_point(const RowSetup<I>& r, const Corners& corner, const
 }
 
 // Destination points [begin, end) of row (n, p0, p1), channel c: y from x (forward) or dx from dy
-// (kAdjoint). `dst` points at channel c of the destination row's w = 0.
-template <DType D, bool kAdjoint, bool kUnitW, typename I>
+// (kAdjoint). `dst` points at channel c of the destination row's w = 0. kMayCarry = false is the
+// CUDA v2 walk (8 loads per interior point), kept for the memory model's calibration.
+template <DType D, bool kAdjoint, bool kUnitW, typename I, bool kMayCarry = true>
 RS_HD void interpolate_row(const typename Storage<D>::T* __restrict__ src,
                            typename Storage<D>::T* __restrict__ dst, const Geometry& g,
                            const ChannelShift& cs, int64_t n, int64_t p0, int64_t p1, int64_t c,
@@ -551,14 +603,14 @@ RS_HD void interpolate_row(const typename Storage<D>::T* __restrict__ src,
   const I C = static_cast<I>(g.c);
   if (!cs.finite) {
     for (I p = static_cast<I>(begin); p < static_cast<I>(end); ++p)
-      dst[p * C] = Storage<D>::store(NAN);
+      RS_STORE(dst + p * C, Storage<D>::store(NAN));
     return;
   }
   const RowSetup<I> r = row_setup<I, kAdjoint, /*kWeighted=*/true>(g, cs, n, p0, p1, c);
-  walk_row<D, I, kAdjoint, kUnitW, /*kMayCarry=*/true>(
+  walk_row<D, I, kAdjoint, kUnitW, kMayCarry>(
       src, g, cs, r, begin, end,
       [&]<bool kAllOn, typename Corners>(I p, const Corners& corner, const bool(&w_on)[2]) {
-        dst[p * C] = Storage<D>::store(interpolate_point<I, kAllOn>(r, corner, w_on));
+        RS_STORE(dst + p * C, Storage<D>::store(interpolate_point<I, kAllOn>(r, corner, w_on)));
       });
 }
 
@@ -594,7 +646,7 @@ RS_HD void shift_grad_row(const typename Storage<D>::T* __restrict__ x,
   walk_row<D, I, /*kAdjoint=*/false, /*kUnitW=*/false, /*kMayCarry=*/false>(
       x, g, cs, r, begin, end,
       [&]<bool kAllOn, typename Corners>(I ow, const Corners& corner, const bool(&w_on)[2]) {
-        const float upstream = Storage<D>::load(dy_row[ow * C]);
+        const float upstream = Storage<D>::load(RS_LOAD(dy_row + ow * C));
         float gt = 0.f, gh = 0.f, gw = 0.f;
 #pragma unroll
         for (int i = 0; i < 2; ++i)

@@ -1,9 +1,9 @@
 """python -m rubiks_jax.bench SUITE [options]: run one benchmark suite, print its table, write JSON.
 
 Suites: op (the shift op, kernels vs pure XLA), block (3D-conv vs TSM vs RubiksShift block),
-model (RubiksNet tiers vs TSM-ResNet50, clips/s), sass (static report of the CUDA kernels' SASS
-for sm_90: registers, occupancy, per-element loop; needs nvcc, no GPU).
-`python -m rubiks_jax.bench.plots` draws the figures from the JSON files.
+model (RubiksNet tiers vs TSM-ResNet50, clips/s).
+`python -m rubiks_jax.bench.plots` draws the figures from the JSON files. The kernel developer's
+tools (SASS report, memory model, GPU check) live in tools/ of the source tree.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import argparse
 import json
 import os
 
-from rubiks_jax.bench import block, model, op, sass
+from rubiks_jax.bench import block, model, op
 
-SUITES = {"op": op, "block": block, "model": model, "sass": sass}
-# Suites that time nothing take neither --repeats nor --quick.
-UNTIMED = {"sass"}
+SUITES = {"op": op, "block": block, "model": model}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,10 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, module in SUITES.items():
         p = sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0])
         p.add_argument("--json", default=None, help=f"write results here (default bench_out/{name}.json)")
-        if name not in UNTIMED:
-            p.add_argument("--repeats", type=int, default=None, help="timed repeats per entry")
-            p.add_argument("--quick", action="store_true",
-                           help="small shapes and few repeats (smoke run)")
+        p.add_argument("--repeats", type=int, default=None, help="timed repeats per entry")
+        p.add_argument("--quick", action="store_true",
+                       help="small shapes and few repeats (smoke run)")
         if hasattr(module, "add_arguments"):
             module.add_arguments(p)
     args = vars(parser.parse_args(argv))

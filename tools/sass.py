@@ -1,6 +1,8 @@
-"""SASS suite: a static report of the CUDA kernels compiled for sm_90 (H100), no GPU needed.
+"""SASS report: a static report of the CUDA kernels compiled for sm_90 (H100), no GPU needed.
 
-    python -m rubiks_jax.bench sass [--baseline REV] [--dump DIR] [--json PATH]
+    python tools/sass.py [--baseline REV] [--dump DIR] [--json PATH]
+
+A kernel developer's tool (tools/, outside the installed package): it needs the source tree.
 
 The kernels of xla_ops/rubiks_shift_cuda.cu are compiled with nvcc (`-cubin -arch=sm_90 -Xptxas -v`
 plus the device flags of the nvcc command in setup.py) into a temporary folder and disassembled
@@ -38,6 +40,7 @@ import dataclasses
 import functools
 import glob
 import importlib.util
+import json
 import math
 import os
 import re
@@ -513,14 +516,14 @@ def tools() -> tuple[str, str]:
     if nvdisasm is None:
         missing.append("nvdisasm (`pip install nvidia-cuda-nvdisasm`, or the CUDA toolkit's)")
     if missing:
-        raise SystemExit("the sass suite needs " + " and ".join(missing))
+        raise SystemExit("the sass report needs " + " and ".join(missing))
     return nvcc, nvdisasm
 
 
 def repo_root() -> Path:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     if not (root / CUDA_SOURCE).is_file():
-        raise SystemExit(f"the sass suite needs the source tree: {root / CUDA_SOURCE} not found")
+        raise SystemExit(f"the sass report needs the source tree: {root / CUDA_SOURCE} not found")
     return root
 
 
@@ -744,3 +747,21 @@ def format_table(result: dict) -> str:
                      f"{v2v1}: {ratio['ratio']:.2f}x (means over the forward kernels: "
                      f"{ratio['mean_current']:.1f} / {ratio['mean_baseline']:.1f})")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python tools/sass.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    result = run(baseline=args.baseline, dump=args.dump)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The sass suite: SASS parsing and loop finding on handwritten listings, the sm_90 occupancy
+"""tools/sass.py: SASS parsing and loop finding on handwritten listings, the sm_90 occupancy
 calculator, names and flags, and one real compile of the working tree's kernels (needs nvcc)."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 
-from rubiks_jax.bench import __main__ as bench_main
-from rubiks_jax.bench import sass
+from tools import sass
 
 # nvdisasm's layout: an .nv.info section with EIATTR_MAX_THREADS, then the code. An outer loop
 # (.L_x_1 .. 0x0160) holds an inner loop (.L_x_2 .. 0x0110, two back edges) with two loads, a
@@ -272,18 +271,13 @@ def test_missing_tools_are_named(monkeypatch):
         sass.tools()
 
 
-def test_sass_cli_takes_no_timing_options():
-    with pytest.raises(SystemExit):
-        bench_main.main(["sass", "--repeats", "2"])
-
-
 # One compile of the working tree's kernels for the whole module (seconds to a minute).
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     if sass.find_nvcc() is None:
         pytest.skip("nvcc not found")
     path = tmp_path_factory.mktemp("sass") / "sass.json"
-    bench_main.main(["sass", "--json", str(path)])
+    sass.main(["--json", str(path)])
     return json.loads(path.read_text())
 
 
