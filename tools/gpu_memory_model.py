@@ -53,14 +53,15 @@ from tools import sass  # noqa: E402
 
 TRACE_SOURCE = REPO / "tools" / "memory_trace.cc"
 KERNELS = ("forward", "input_grad", "shift_grad_pass1")
-VERSIONS = {"v2": 2, "v3": 3}
+VERSIONS = {"v2": 2, "v3": 3, "v4": 4}
 # The CUDA v2 kernels' source: the commit before v3 (docs/KERNEL_NOTES.md), for v2's registers.
 V2_REVISION = "1fcf8af"
 DTYPES = {"float32": (0, 4, "f32"), "bfloat16": (1, 2, "bf16"), "float16": (2, 2, "f16")}
 STATS = ("blocks", "threads", "load_requests", "load_sectors", "load_lanes", "load_bytes",
          "store_requests", "store_sectors", "store_lanes", "store_bytes", "block_load_sectors",
-         "block_store_sectors", "batches", "batch_sectors", "shared_requests", "shared_wavefronts")
-THREADS_PER_BLOCK = 256
+         "block_store_sectors", "batches", "batch_sectors", "shared_requests", "shared_wavefronts",
+         "launch_blocks")
+THREADS_PER_BLOCK = 256  # every kernel traced here (kThreads)
 POINTS_PER_CHUNK, MAX_CHUNKS = 32, 4096  # rubiks_jax.ops.ffi_kernels' reduction chunking
 
 
@@ -103,16 +104,19 @@ def _compiler() -> str:
     return cxx
 
 
-def library() -> ctypes.CDLL:
-    """tools/memory_trace.cc with the kernel headers, compiled once per source version."""
+def library(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """tools/memory_trace.cc with the kernel headers, compiled once per source version and set of
+    preprocessor `defines` (e.g. RUBIKS_V4_SHORT_STAGE, the tests' deliberate staging bug)."""
     sources = [TRACE_SOURCE, *sorted((REPO / "xla_ops").glob("*.h"))]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) +
+                            repr(defines).encode()).hexdigest()[:16]
     out = Path(tempfile.gettempdir()) / "rubiks_memory_model" / f"trace_{digest}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         cmd = [_compiler(), "-std=c++20", "-O2", "-ffp-contract=off", "-DRUBIKS_MEMORY_TRACE",
                "-Wno-unknown-pragmas", "-shared", "-fPIC", f"-I{REPO / 'xla_ops'}",
+               *(f"-D{d}" for d in defines),
                str(TRACE_SOURCE), "-o", str(tmp)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
@@ -123,6 +127,10 @@ def library() -> ctypes.CDLL:
     lib.rubiks_trace.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                  ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_float),
                                  ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(ctypes.c_double)]
+    lib.rubiks_v4_mismatches.restype = ctypes.c_int64
+    lib.rubiks_v4_mismatches.argtypes = [ctypes.c_int, ctypes.c_int,
+                                         ctypes.POINTER(ctypes.c_int64),
+                                         ctypes.POINTER(ctypes.c_float), ctypes.c_int]
     if lib.rubiks_trace_stat_count() != len(STATS):
         raise SystemExit("tools/memory_trace.cc and gpu_memory_model.STATS disagree")
     return lib
@@ -148,12 +156,6 @@ class Shape:
     def chunks(self) -> int:
         return max(1, min(self.n * math.prod(self.out) // POINTS_PER_CHUNK, MAX_CHUNKS))
 
-    def blocks(self, kernel: str) -> int:
-        if kernel == "shift_grad_pass1":
-            return -(-self.chunks() * self.c // THREADS_PER_BLOCK)
-        ext = self.size if kernel == "input_grad" else self.out
-        segments = -(-ext[2] // 32)  # kSegmentTarget
-        return -(-self.n * ext[0] * ext[1] * segments * self.c // THREADS_PER_BLOCK)
 
 
 def profile_shift(c: int) -> np.ndarray:
@@ -165,19 +167,38 @@ def profile_shift(c: int) -> np.ndarray:
     return np.asarray(jax.random.uniform(ks, (c, 3), jnp.float32, -1.0, 1.0))
 
 
+def _geometry(shape: Shape):
+    return (ctypes.c_int64 * 14)(shape.n, *shape.size, *shape.out, shape.c, *shape.stride,
+                                 *shape.pad)
+
+
+def v4_mismatches(lib: ctypes.CDLL, kernel: str, dtype: str, shape: Shape, shift: np.ndarray,
+                  quantize: bool = False) -> int:
+    """Elements where v4's forward or input gradient differs from v3's bit for bit (random source;
+    shared memory NaN-filled before each block)."""
+    shift = np.ascontiguousarray(shift, np.float32)
+    n = lib.rubiks_v4_mismatches(KERNELS.index(kernel), DTYPES[dtype][0], _geometry(shape),
+                                 shift.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                                 int(quantize))
+    if n < 0:
+        raise ValueError(f"v4_mismatches: unknown kernel/dtype {kernel}/{dtype}")
+    return int(n)
+
+
 def trace(lib: ctypes.CDLL, kernel: str, version: str, dtype: str, shape: Shape,
           shift: np.ndarray, sample_blocks: int) -> dict:
     """The trace's counts over the sampled blocks, and the launch's block count."""
-    geometry = (ctypes.c_int64 * 14)(shape.n, *shape.size, *shape.out, shape.c, *shape.stride,
-                                     *shape.pad)
     shift = np.ascontiguousarray(shift, np.float32)
     stats = (ctypes.c_double * len(STATS))()
-    rc = lib.rubiks_trace(KERNELS.index(kernel), VERSIONS[version], DTYPES[dtype][0], geometry,
+    rc = lib.rubiks_trace(KERNELS.index(kernel), VERSIONS[version], DTYPES[dtype][0],
+                          _geometry(shape),
                           shift.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), shape.chunks(),
                           sample_blocks, stats)
     if rc:
         raise ValueError(f"memory trace: unknown kernel/version/dtype {kernel}/{version}/{dtype}")
-    return dict(zip(STATS, stats), total_blocks=shape.blocks(kernel))
+    result = dict(zip(STATS, stats))
+    result["total_blocks"] = result.pop("launch_blocks")
+    return result
 
 
 # ------------------------------------------------------------------------------------------------

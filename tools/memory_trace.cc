@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "rubiks_shift_kernels.h"
+#include "rubiks_shift_kernels_v4.h"
 
 namespace rubiks::trace {
 namespace {
@@ -65,16 +66,23 @@ Recorder* current = nullptr;
 
 }  // namespace
 
+// With no thread being traced (rubiks_v4_mismatches), the hooks do nothing.
 void enter(const void* scope) {
+  if (current == nullptr) return;
   const uint64_t entry = current->entries[scope]++;
   current->frames.push_back(Frame{scope, entry, 0, {}});
 }
 
-void leave() { current->frames.pop_back(); }
+void leave() {
+  if (current != nullptr) current->frames.pop_back();
+}
 
-void point() { ++current->frames.back().point; }
+void point() {
+  if (current != nullptr) ++current->frames.back().point;
+}
 
 void access(const void* site, const void* address, int bytes, bool store, bool shared) {
+  if (current == nullptr) return;
   Frame& f = current->frames.back();
   uint64_t execution = 0;
   auto it = std::find_if(f.executions.begin(), f.executions.end(),
@@ -117,6 +125,7 @@ enum Stat {
   kBatchSectors,       // sectors of the loads in those batches
   kSharedRequests,
   kSharedWavefronts,
+  kLaunchBlocks,  // blocks of the whole launch
   kStatCount,
 };
 
@@ -206,6 +215,20 @@ void trace_blocks(int threads, const std::vector<int64_t>& sample, BlockFn&& run
   }
 }
 
+// A zero-filled buffer of n elements at a 256-byte boundary, as cudaMalloc (and XLA's allocator)
+// places device buffers: sector counts depend on the alignment.
+template <typename T>
+struct DeviceLike {
+  std::vector<unsigned char> bytes;
+  T* ptr;
+  explicit DeviceLike(int64_t n)
+      : bytes(static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T) + 256) {
+    const uintptr_t at = reinterpret_cast<uintptr_t>(bytes.data());
+    ptr = reinterpret_cast<T*>((at + 255) / 256 * 256);
+  }
+  T* data() { return ptr; }
+};
+
 std::vector<int64_t> spread(int64_t blocks, int64_t max_blocks) {
   std::vector<int64_t> out;
   if (blocks <= 0) return out;
@@ -214,20 +237,46 @@ std::vector<int64_t> spread(int64_t blocks, int64_t max_blocks) {
   return out;
 }
 
+// One v4 block, phase by phase (barrier to barrier), its shared memory first filled with NaN.
+template <DType D, bool kAdjoint, bool kUnitW, typename I, typename ThreadFn>
+void run_v4_block(const typename rubiks::Storage<D>::T* src, const float* shift,
+                  typename rubiks::Storage<D>::T* dst, const Geometry& g,
+                  const rubiks::V4Plan& plan, int64_t block, rubiks::V4Shared& shared,
+                  ThreadFn&& thread) {
+  std::memset(&shared, 0xff, sizeof(shared));
+  const rubiks::V4Tile tile = rubiks::v4_tile(g, kAdjoint, plan, block);
+  for (int t = 0; t < rubiks::kThreads; ++t) {
+    thread(t);
+    rubiks::v4_offsets_phase(shift, g, false, tile, t, shared);
+  }
+  for (int t = 0; t < rubiks::kThreads; ++t) {
+    thread(t);
+    rubiks::v4_stage_phase<D, kAdjoint, I>(src, g, plan, tile, t, shared);
+  }
+  for (int t = 0; t < rubiks::kThreads; ++t) {
+    thread(t);
+    rubiks::v4_interpolate_phase<D, kAdjoint, kUnitW, I>(src, dst, g, plan, tile, t, shared);
+  }
+}
+
 template <DType D>
-int run(int kernel, int version, const Geometry& g, const float* shift, int64_t chunks,
+int run(int kernel, int version, const Geometry& g, const float* shift_in, int64_t chunks,
         int64_t max_blocks, double* s) {
+  DeviceLike<float> shift_copy(g.c * 3);
+  std::copy(shift_in, shift_in + g.c * 3, shift_copy.data());
+  const float* shift = shift_copy.data();
   using T = typename rubiks::Storage<D>::T;
   const bool adjoint = kernel == 1;
   const int64_t* src_ext = adjoint ? g.out : g.in;
   const int64_t* dst_ext = adjoint ? g.in : g.out;
   const int64_t src_n = g.n * src_ext[0] * src_ext[1] * src_ext[2] * g.c;
   const int64_t dst_n = g.n * dst_ext[0] * dst_ext[1] * dst_ext[2] * g.c;
-  std::vector<T> src(std::max<int64_t>(src_n, 1)), dst(std::max<int64_t>(dst_n, 1));
+  DeviceLike<T> src(src_n), dst(dst_n);
   if (kernel == 2) {  // shift gradient, pass 1: x (in), dy (out) -> partials
-    std::vector<T> dy(std::max<int64_t>(dst_n, 1));
-    std::vector<float> partials(std::max<int64_t>(chunks * g.c * 3, 1));
+    DeviceLike<T> dy(dst_n);
+    DeviceLike<float> partials(chunks * g.c * 3);
     const int64_t blocks = rubiks::partials_blocks(g, chunks);
+    s[kLaunchBlocks] = static_cast<double>(blocks);
     rubiks::with_index_type(g, false, [&]<typename I>() {
       trace_blocks(rubiks::kThreads, spread(blocks, max_blocks),
                    [&](int64_t block, auto&& thread) {
@@ -244,8 +293,21 @@ int run(int kernel, int version, const Geometry& g, const float* shift, int64_t 
   }
   const rubiks::InterpolationPlan plan = rubiks::plan_interpolation(g, adjoint);
   if (plan.items == 0 || plan.width == 0) return 0;
+  s[kLaunchBlocks] = static_cast<double>(plan.blocks);
   auto interpolation = [&]<bool kAdjoint>() {
     rubiks::with_interpolation_variant(g, false, [&]<bool kUnitW, typename I>() {
+      if (version == 4) {
+        const rubiks::V4Plan v4 = rubiks::plan_v4(g, kAdjoint);
+        s[kLaunchBlocks] = static_cast<double>(v4.blocks);
+        rubiks::V4Shared shared;
+        trace_blocks(rubiks::kThreads, spread(v4.blocks, max_blocks),
+                     [&](int64_t block, auto&& thread) {
+                       run_v4_block<D, kAdjoint, kUnitW, I>(src.data(), shift, dst.data(), g,
+                                                            v4, block, shared, thread);
+                     },
+                     s);
+        return;
+      }
       trace_blocks(rubiks::kThreads, spread(plan.blocks, max_blocks),
                    [&](int64_t block, auto&& thread) {
                      for (int t = 0; t < rubiks::kThreads; ++t) {
@@ -268,20 +330,60 @@ int run(int kernel, int version, const Geometry& g, const float* shift, int64_t 
   return 0;
 }
 
-}  // namespace
+// Elements where v4 and v3 disagree bit for bit, interpolating random source values (kernel 0 or
+// 1), every block of both launches. v4's shared memory starts each block as NaN (all ones), so a
+// stage that misses a position the interpolation reads shows here.
+template <DType D>
+int64_t v4_mismatches(int kernel, const Geometry& g, const float* shift_in, bool quantize) {
+  using T = typename rubiks::Storage<D>::T;
+  const bool adjoint = kernel == 1;
+  const int64_t* src_ext = adjoint ? g.out : g.in;
+  const int64_t* dst_ext = adjoint ? g.in : g.out;
+  const int64_t src_n = g.n * src_ext[0] * src_ext[1] * src_ext[2] * g.c;
+  const int64_t dst_n = g.n * dst_ext[0] * dst_ext[1] * dst_ext[2] * g.c;
+  DeviceLike<T> src(src_n), v3(dst_n), v4(dst_n);
+  uint32_t state = 12345u;
+  for (int64_t i = 0; i < src_n; ++i) {  // values in [-1, 1): any finite values would do
+    state = state * 1664525u + 1013904223u;
+    src.data()[i] = rubiks::Storage<D>::store(static_cast<float>(state >> 8) / 8388608.f - 1.f);
+  }
+  std::memset(v3.data(), 0xff, sizeof(T) * std::max<int64_t>(dst_n, 1));
+  std::memset(v4.data(), 0xff, sizeof(T) * std::max<int64_t>(dst_n, 1));
+  const rubiks::InterpolationPlan plan = rubiks::plan_interpolation(g, adjoint);
+  if (plan.items == 0 || plan.width == 0) return 0;
+  rubiks::trace::current = nullptr;
+  auto both = [&]<bool kAdjoint>() {
+    rubiks::with_interpolation_variant(g, false, [&]<bool kUnitW, typename I>() {
+      for (int64_t b = 0; b < plan.blocks; ++b)
+        for (int t = 0; t < rubiks::kThreads; ++t)
+          rubiks::interpolate_thread<D, kAdjoint, kUnitW, I>(src.data(), shift_in, v3.data(), g,
+                                                             quantize, plan, b, t);
+      const rubiks::V4Plan p4 = rubiks::plan_v4(g, kAdjoint);
+      rubiks::V4Shared shared;
+      for (int64_t b = 0; b < p4.blocks; ++b) {
+        std::memset(&shared, 0xff, sizeof(shared));
+        const rubiks::V4Tile tile = rubiks::v4_tile(g, kAdjoint, p4, b);
+        for (int t = 0; t < rubiks::kThreads; ++t)
+          rubiks::v4_offsets_phase(shift_in, g, quantize, tile, t, shared);
+        for (int t = 0; t < rubiks::kThreads; ++t)
+          rubiks::v4_stage_phase<D, kAdjoint, I>(src.data(), g, p4, tile, t, shared);
+        for (int t = 0; t < rubiks::kThreads; ++t)
+          rubiks::v4_interpolate_phase<D, kAdjoint, kUnitW, I>(src.data(), v4.data(), g, p4, tile,
+                                                               t, shared);
+      }
+    });
+  };
+  if (adjoint)
+    both.template operator()<true>();
+  else
+    both.template operator()<false>();
+  int64_t differ = 0;
+  for (int64_t i = 0; i < dst_n; ++i)
+    differ += std::memcmp(v3.data() + i, v4.data() + i, sizeof(T)) != 0;
+  return differ;
+}
 
-extern "C" {
-
-int rubiks_trace_stat_count() { return kStatCount; }
-
-// kernel: 0 forward, 1 input gradient, 2 shift gradient pass 1; version: 2, 3 (4: v4 kernels);
-// dtype: 0 f32, 1 bf16, 2 f16; geometry: n, in[3], out[3], c, stride[3], pad[3] (14 values);
-// shift: (c, 3) float32; chunks: the shift gradient's reduction chunks; max_blocks: blocks to
-// trace, spread evenly over the launch (0: all). stats: kStatCount doubles, overwritten.
-// Returns 0, or -1 for an unknown kernel, version or dtype.
-int rubiks_trace(int kernel, int version, int dtype, const int64_t* geometry, const float* shift,
-                 int64_t chunks, int64_t max_blocks, double* stats) {
-  if (kernel < 0 || kernel > 2 || version < 2 || version > 3 || dtype < 0 || dtype > 2) return -1;
+Geometry geometry_of(const int64_t* geometry) {
   Geometry g;
   g.n = geometry[0];
   for (int a = 0; a < 3; ++a) {
@@ -291,6 +393,40 @@ int rubiks_trace(int kernel, int version, int dtype, const int64_t* geometry, co
     g.pad[a] = geometry[11 + a];
   }
   g.c = geometry[7];
+  return g;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Elements of the forward (kernel 0) or input gradient (1) where v4 differs from v3, or -1 for an
+// unknown kernel or dtype. Arguments as rubiks_trace's.
+int64_t rubiks_v4_mismatches(int kernel, int dtype, const int64_t* geometry, const float* shift,
+                             int quantize) {
+  if (kernel < 0 || kernel > 1 || dtype < 0 || dtype > 2) return -1;
+  const Geometry g = geometry_of(geometry);
+  switch (dtype) {
+    case 0:
+      return v4_mismatches<DType::kF32>(kernel, g, shift, quantize != 0);
+    case 1:
+      return v4_mismatches<DType::kBF16>(kernel, g, shift, quantize != 0);
+    default:
+      return v4_mismatches<DType::kF16>(kernel, g, shift, quantize != 0);
+  }
+}
+
+int rubiks_trace_stat_count() { return kStatCount; }
+
+// kernel: 0 forward, 1 input gradient, 2 shift gradient pass 1; version: 2, 3, 4 (v4 = v3's pass 1);
+// dtype: 0 f32, 1 bf16, 2 f16; geometry: n, in[3], out[3], c, stride[3], pad[3] (14 values);
+// shift: (c, 3) float32; chunks: the shift gradient's reduction chunks; max_blocks: blocks to
+// trace, spread evenly over the launch (0: all). stats: kStatCount doubles, overwritten.
+// Returns 0, or -1 for an unknown kernel, version or dtype.
+int rubiks_trace(int kernel, int version, int dtype, const int64_t* geometry, const float* shift,
+                 int64_t chunks, int64_t max_blocks, double* stats) {
+  if (kernel < 0 || kernel > 2 || version < 2 || version > 4 || dtype < 0 || dtype > 2) return -1;
+  const Geometry g = geometry_of(geometry);
   std::fill(stats, stats + kStatCount, 0.0);
   switch (dtype) {
     case 0:

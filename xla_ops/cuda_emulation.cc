@@ -4,13 +4,16 @@
 // order. Only the __global__ shells and the hardware stay untested on a machine without a GPU.
 //
 // Destinations are first filled with a sentinel NaN, so an element no thread writes shows up as a
-// mismatch against the CPU kernels. `force_64bit` runs the 64-bit-offset variants on small tensors.
+// mismatch against the CPU kernels; so is v4's shared memory before each block, so a read of
+// anything its staging did not write shows up too. `force_64bit` runs the 64-bit-offset variants on
+// small tensors; `version` (3 or 4) picks the interpolation kernels' version.
 #include <cstdint>
 #include <cstring>
 #include <string>
 
 #include "rubiks_shift_ffi.h"
 #include "rubiks_shift_kernels.h"
+#include "rubiks_shift_kernels_v4.h"
 #include "rubiks_shift_math.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -22,24 +25,44 @@ constexpr unsigned char kSentinelByte = 0xff;  // all-ones bytes: a NaN in f32, 
 template <bool kAdjoint>
 ffi::Error interpolate(const char* op, ffi::AnyBuffer src, ffi::Buffer<ffi::F32> shift,
                        ffi::Result<ffi::AnyBuffer> dst, int64_t st, int64_t sh, int64_t sw,
-                       int64_t pt, int64_t ph, int64_t pw, bool quantize, bool force_64bit) {
+                       int64_t pt, int64_t ph, int64_t pw, bool quantize, bool force_64bit,
+                       int64_t version) {
   Geometry g;
   if (auto err = interpolation_geometry<kAdjoint>(op, src, *dst, shift.dimensions(), st, sh, sw, pt,
                                                   ph, pw, &g);
       !err.success())
     return err;
+  if (version != 3 && version != 4)
+    return ffi::Error::InvalidArgument(std::string(op) + ": version must be 3 or 4, got " +
+                                       std::to_string(version));
   std::memset(dst->untyped_data(), kSentinelByte, dst->size_bytes());
   const InterpolationPlan plan = plan_interpolation(g, kAdjoint);
   if (plan.items == 0 || plan.width == 0) return ffi::Error::Success();
   return dispatch_dtype(src.element_type(), op, [&]<DType D>() -> ffi::Error {
     using T = typename Storage<D>::T;
     const T* in = reinterpret_cast<const T*>(src.untyped_data());
+    const float* s = shift.typed_data();
     T* out = reinterpret_cast<T*>(dst->untyped_data());
     with_interpolation_variant(g, force_64bit, [&]<bool kUnitW, typename I>() {
-      for (int64_t block = 0; block < plan.blocks; ++block)
+      if (version == 3) {
+        for (int64_t block = 0; block < plan.blocks; ++block)
+          for (int thread = 0; thread < kThreads; ++thread)
+            interpolate_thread<D, kAdjoint, kUnitW, I>(in, s, out, g, quantize, plan, block,
+                                                       thread);
+        return;
+      }
+      const V4Plan v4 = plan_v4(g, kAdjoint);
+      V4Shared shared;
+      for (int64_t block = 0; block < v4.blocks; ++block) {  // the phases, barrier to barrier
+        std::memset(&shared, kSentinelByte, sizeof(shared));
+        const V4Tile tile = v4_tile(g, kAdjoint, v4, block);
         for (int thread = 0; thread < kThreads; ++thread)
-          interpolate_thread<D, kAdjoint, kUnitW, I>(in, shift.typed_data(), out, g, quantize,
-                                                     plan, block, thread);
+          v4_offsets_phase(s, g, quantize, tile, thread, shared);
+        for (int thread = 0; thread < kThreads; ++thread)
+          v4_stage_phase<D, kAdjoint, I>(in, g, v4, tile, thread, shared);
+        for (int thread = 0; thread < kThreads; ++thread)
+          v4_interpolate_phase<D, kAdjoint, kUnitW, I>(in, out, g, v4, tile, thread, shared);
+      }
     });
     return ffi::Error::Success();
   });
@@ -47,16 +70,17 @@ ffi::Error interpolate(const char* op, ffi::AnyBuffer src, ffi::Buffer<ffi::F32>
 
 ffi::Error Forward(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> shift, ffi::Result<ffi::AnyBuffer> y,
                    int64_t st, int64_t sh, int64_t sw, int64_t pt, int64_t ph, int64_t pw,
-                   bool quantize, bool force_64bit) {
+                   bool quantize, bool force_64bit, int64_t version) {
   return interpolate<false>(kForwardTarget, x, shift, y, st, sh, sw, pt, ph, pw, quantize,
-                            force_64bit);
+                            force_64bit, version);
 }
 
 ffi::Error GradInput(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> shift,
                      ffi::Result<ffi::AnyBuffer> dx, int64_t st, int64_t sh, int64_t sw,
-                     int64_t pt, int64_t ph, int64_t pw, bool quantize, bool force_64bit) {
+                     int64_t pt, int64_t ph, int64_t pw, bool quantize, bool force_64bit,
+                     int64_t version) {
   return interpolate<true>(kGradInputTarget, dy, shift, dx, st, sh, sw, pt, ph, pw, quantize,
-                           force_64bit);
+                           force_64bit, version);
 }
 
 ffi::Error GradShift(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> shift,
@@ -99,7 +123,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RubiksShiftForwardCudaEmulation, rubiks::Forward,
                                                      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                                      .Ret<xla::ffi::AnyBuffer>())
                                   .Attr<bool>("quantize")
-                                  .Attr<bool>("force_64bit"));
+                                  .Attr<bool>("force_64bit")
+                                  .Attr<int64_t>("version"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RubiksShiftGradInputCudaEmulation, rubiks::GradInput,
                               RUBIKS_SHIFT_ATTRS(xla::ffi::Ffi::Bind()
@@ -107,7 +132,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RubiksShiftGradInputCudaEmulation, rubiks::GradInp
                                                      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                                      .Ret<xla::ffi::AnyBuffer>())
                                   .Attr<bool>("quantize")
-                                  .Attr<bool>("force_64bit"));
+                                  .Attr<bool>("force_64bit")
+                                  .Attr<int64_t>("version"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RubiksShiftGradShiftCudaEmulation, rubiks::GradShift,
                               RUBIKS_SHIFT_ATTRS(xla::ffi::Ffi::Bind()

@@ -8,13 +8,21 @@
 // The handlers launch on the stream XLA passes in and allocate nothing (the shift-gradient scratch
 // is an extra XLA-allocated output), so they are marked command-buffer (CUDA graph) compatible.
 // Every launch is checked.
+//
+// Two versions of the forward and input-gradient kernels are compiled: v3 (one thread per row
+// segment and channel, rubiks_shift_kernels.h) and v4 (tiles staged in shared memory,
+// rubiks_shift_kernels_v4.h). RUBIKS_JAX_CUDA_KERNELS=v3|v4 picks one when a call is launched (or
+// captured into a CUDA graph); unset, v3. The shift gradient is the same in both.
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "rubiks_shift_ffi.h"
 #include "rubiks_shift_kernels.h"
+#include "rubiks_shift_kernels_v4.h"
 #include "rubiks_shift_math.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -32,6 +40,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
                               InterpolationPlan plan) {
   interpolate_thread<D, kAdjoint, kUnitW, I>(src, shift, dst, g, quantize, plan, blockIdx.x,
                                              threadIdx.x);
+}
+
+// v4: the three phases of rubiks_shift_kernels_v4.h between barriers. 47.5 KB of static shared
+// memory per block: 4 blocks per SM, so the same 64-register bound as v3.
+template <DType D, bool kAdjoint, bool kUnitW, typename I>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
+    rubiks_interpolate_v4_kernel(const typename Storage<D>::T* __restrict__ src,
+                                 const float* __restrict__ shift,
+                                 typename Storage<D>::T* __restrict__ dst, Geometry g,
+                                 bool quantize, V4Plan plan) {
+  __shared__ V4Shared sh;
+  const V4Tile tile = v4_tile(g, kAdjoint, plan, blockIdx.x);
+  v4_offsets_phase(shift, g, quantize, tile, threadIdx.x, sh);
+  __syncthreads();
+  v4_stage_phase<D, kAdjoint, I>(src, g, plan, tile, threadIdx.x, sh);
+  __syncthreads();
+  v4_interpolate_phase<D, kAdjoint, kUnitW, I>(src, dst, g, plan, tile, threadIdx.x, sh);
 }
 
 // The 64-bit variant (tensors of 2^31 elements or more) gets 2 blocks per SM: at 64 registers its
@@ -74,6 +99,20 @@ ffi::Error check_grid(const char* op, int64_t blocks) {
                                      " blocks exceed the CUDA grid");
 }
 
+// The interpolation kernels' version RUBIKS_JAX_CUDA_KERNELS asks for: 3 (unset or "v3") or 4.
+ffi::Error kernels_version(const char* op, int* version) {
+  const char* value = std::getenv("RUBIKS_JAX_CUDA_KERNELS");
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "v3") == 0) {
+    *version = 3;
+  } else if (std::strcmp(value, "v4") == 0) {
+    *version = 4;
+  } else {
+    return ffi::Error::InvalidArgument(std::string(op) + ": RUBIKS_JAX_CUDA_KERNELS must be v3 " +
+                                       "or v4, got '" + value + "'");
+  }
+  return ffi::Error::Success();
+}
+
 // Forward (kAdjoint = false: y from x) and input gradient (kAdjoint = true: dx from dy).
 template <bool kAdjoint>
 ffi::Error interpolate(const char* op, cudaStream_t stream, ffi::AnyBuffer src,
@@ -84,16 +123,26 @@ ffi::Error interpolate(const char* op, cudaStream_t stream, ffi::AnyBuffer src,
                                                   ph, pw, &g);
       !err.success())
     return err;
+  int version = 3;
+  if (auto err = kernels_version(op, &version); !err.success()) return err;
   const InterpolationPlan plan = plan_interpolation(g, kAdjoint);
   if (plan.items == 0 || plan.width == 0) return ffi::Error::Success();
-  if (auto err = check_grid(op, plan.blocks); !err.success()) return err;
+  const V4Plan v4 = plan_v4(g, kAdjoint);
+  if (auto err = check_grid(op, version == 4 ? v4.blocks : plan.blocks); !err.success()) return err;
   return dispatch_dtype(src.element_type(), op, [&]<DType D>() -> ffi::Error {
     using T = typename Storage<D>::T;
+    const T* in = reinterpret_cast<const T*>(src.untyped_data());
+    T* out = reinterpret_cast<T*>(dst->untyped_data());
     return with_interpolation_variant(g, /*force_64bit=*/false, [&]<bool kUnitW, typename I>() {
-      rubiks_interpolate_kernel<D, kAdjoint, kUnitW, I>
-          <<<static_cast<unsigned>(plan.blocks), kThreads, 0, stream>>>(
-              reinterpret_cast<const T*>(src.untyped_data()), shift.typed_data(),
-              reinterpret_cast<T*>(dst->untyped_data()), g, quantize, plan);
+      if (version == 4) {
+        rubiks_interpolate_v4_kernel<D, kAdjoint, kUnitW, I>
+            <<<static_cast<unsigned>(v4.blocks), kThreads, 0, stream>>>(
+                in, shift.typed_data(), out, g, quantize, v4);
+      } else {
+        rubiks_interpolate_kernel<D, kAdjoint, kUnitW, I>
+            <<<static_cast<unsigned>(plan.blocks), kThreads, 0, stream>>>(
+                in, shift.typed_data(), out, g, quantize, plan);
+      }
       return check_launch(op);
     });
   });
