@@ -57,11 +57,12 @@ ffi::Error interpolate(const char* op, ffi::AnyBuffer src, ffi::Buffer<ffi::F32>
         std::memset(&shared, kSentinelByte, sizeof(shared));
         const V4Tile tile = v4_tile(g, kAdjoint, v4, block);
         for (int thread = 0; thread < kThreads; ++thread)
-          v4_offsets_phase(s, g, quantize, tile, thread, shared);
+          v4_shift_phase(s, g, quantize, tile, thread, shared);
+        for (int thread = 0; thread < kThreads; ++thread) v4_range_phase(thread, shared);
         for (int thread = 0; thread < kThreads; ++thread)
-          v4_stage_phase<D, kAdjoint, I>(in, g, v4, tile, thread, shared);
+          v4_stage_phase<D, kAdjoint, I>(in, g, tile, thread, shared);
         for (int thread = 0; thread < kThreads; ++thread)
-          v4_interpolate_phase<D, kAdjoint, kUnitW, I>(in, out, g, v4, tile, thread, shared);
+          v4_interpolate_phase<D, kAdjoint, kUnitW, I>(in, out, g, tile, thread, shared);
       }
     });
     return ffi::Error::Success();

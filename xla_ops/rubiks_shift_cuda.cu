@@ -42,8 +42,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
                                              threadIdx.x);
 }
 
-// v4: the three phases of rubiks_shift_kernels_v4.h between barriers. 47.5 KB of static shared
-// memory per block: 4 blocks per SM, so the same 64-register bound as v3.
+// v4: the four phases of rubiks_shift_kernels_v4.h between barriers. 48 KB of static shared memory
+// per block: 4 blocks per SM, so the same 64-register bound as v3.
 template <DType D, bool kAdjoint, bool kUnitW, typename I>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     rubiks_interpolate_v4_kernel(const typename Storage<D>::T* __restrict__ src,
@@ -52,11 +52,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
                                  bool quantize, V4Plan plan) {
   __shared__ V4Shared sh;
   const V4Tile tile = v4_tile(g, kAdjoint, plan, blockIdx.x);
-  v4_offsets_phase(shift, g, quantize, tile, threadIdx.x, sh);
+  v4_shift_phase(shift, g, quantize, tile, threadIdx.x, sh);
   __syncthreads();
-  v4_stage_phase<D, kAdjoint, I>(src, g, plan, tile, threadIdx.x, sh);
+  v4_range_phase(threadIdx.x, sh);
   __syncthreads();
-  v4_interpolate_phase<D, kAdjoint, kUnitW, I>(src, dst, g, plan, tile, threadIdx.x, sh);
+  v4_stage_phase<D, kAdjoint, I>(src, g, tile, threadIdx.x, sh);
+  __syncthreads();
+  v4_interpolate_phase<D, kAdjoint, kUnitW, I>(src, dst, g, tile, threadIdx.x, sh);
 }
 
 // The 64-bit variant (tensors of 2^31 elements or more) gets 2 blocks per SM: at 64 registers its

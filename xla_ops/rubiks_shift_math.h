@@ -63,6 +63,8 @@ void store(const void* site, T* p, V v, bool shared) {
 #define RS_TRACE_SCOPE() static_cast<void>(0)
 #define RS_TRACE_POINT() static_cast<void>(0)
 #endif
+// A source element read from global memory, or from a stage in shared memory where kShared.
+#define RS_SOURCE_LOAD(kShared, p) ((kShared) ? RS_SHARED_LOAD(p) : RS_LOAD(p))
 
 namespace rubiks {
 
@@ -344,13 +346,9 @@ struct RowSetup {
   float wt[2], wh[2], ww[2];
 };
 
-// Setup of destination row (n, p0, p1), channel c: row_taps with the source offsets of its four
-// (t, h) rows.
-template <typename I, bool kAdjoint, bool kWeighted>
-RS_HD RowSetup<I> row_setup(const Geometry& g, const ChannelShift& cs, int64_t n, int64_t p0,
-                            int64_t p1, int64_t c) {
-  const RowTaps taps = row_taps<kAdjoint, kWeighted>(g, cs, p0, p1);
-  const int64_t* src_extent = kAdjoint ? g.out : g.in;
+// A row's setup from its taps, with row_offset(t, h) the offset of source row (t, h) at w = 0.
+template <typename I, typename RowOffset>
+RS_HD RowSetup<I> row_setup_from(const RowTaps& taps, RowOffset&& row_offset) {
   RowSetup<I> r;
   for (int k = 0; k < 2; ++k) {
     r.t_on[k] = taps.t_on[k];
@@ -361,9 +359,19 @@ RS_HD RowSetup<I> row_setup(const Geometry& g, const ChannelShift& cs, int64_t n
     r.ww[k] = taps.ww[k];
   }
   for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j)
-      r.src[i][j] = static_cast<I>(offset(g, n, taps.t[i], taps.h[j], 0, src_extent) + c);
+    for (int j = 0; j < 2; ++j) r.src[i][j] = row_offset(taps.t[i], taps.h[j]);
   return r;
+}
+
+// Setup of destination row (n, p0, p1), channel c: row_taps with the source offsets of its four
+// (t, h) rows.
+template <typename I, bool kAdjoint, bool kWeighted>
+RS_HD RowSetup<I> row_setup(const Geometry& g, const ChannelShift& cs, int64_t n, int64_t p0,
+                            int64_t p1, int64_t c) {
+  const int64_t* src_extent = kAdjoint ? g.out : g.in;
+  return row_setup_from<I>(row_taps<kAdjoint, kWeighted>(g, cs, p0, p1), [&](int64_t t, int64_t h) {
+    return static_cast<I>(offset(g, n, t, h, 0, src_extent) + c);
+  });
 }
 
 // Cursor over the w corners of consecutive destination points of a row. At each point it gives,
@@ -461,15 +469,16 @@ RS_HD WInterior<I> w_interior(const Geometry& g, const ChannelShift& cs, const b
 
 // A point's 8 corner values, read as corner(i, j, k) for t corner i, h corner j, w corner k
 // (absent corners read a clamped, valid element; the point function selects them away).
-// SourceCorners loads each where the point function reads it; HeldCorners hands out values already
-// in registers (the carried interior below).
-template <DType D, typename I>
+// SourceCorners loads each where the point function reads it (from global memory, or from a stage
+// in shared memory where kShared: CUDA v4); HeldCorners hands out values already in registers (the
+// carried interior below).
+template <DType D, typename I, bool kShared>
 struct SourceCorners {
   const typename Storage<D>::T* __restrict__ src;
   const RowSetup<I>& r;
   I w_off[2];
   RS_HD float operator()(int i, int j, int k) const {
-    return Storage<D>::load(RS_LOAD(src + (r.src[i][j] + w_off[k])));
+    return Storage<D>::load(RS_SOURCE_LOAD(kShared, src + (r.src[i][j] + w_off[k])));
   }
 };
 
@@ -482,8 +491,11 @@ struct HeldCorners {
 // order, corner the point's corner values in src (SourceCorners or HeldCorners): the edges through
 // the cursor, the interior with constant steps. kAllOn: all 8 corners are present (interior point
 // of a row whose t and h corners are all present), so the point function compiles without its
-// selects. kMayCarry: the interior may carry shared corners from point to point (below).
-template <DType D, typename I, bool kAdjoint, bool kUnitW, bool kMayCarry, typename Point>
+// selects. kMayCarry: the interior may carry shared corners from point to point (below). kShared:
+// src is a stage in shared memory laid out like a tensor (CUDA v4: g.c is then the stage's channel
+// pitch and r.src its row offsets).
+template <DType D, typename I, bool kAdjoint, bool kUnitW, bool kMayCarry, bool kShared = false,
+          typename Point>
 RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geometry& g,
                     const ChannelShift& cs, const RowSetup<I>& r, int64_t begin, int64_t end,
                     Point&& point) {
@@ -495,8 +507,8 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
 #pragma unroll 1
     for (I p = from; p < to; ++p) {
       const bool w_on[2] = {w.on(0), w.on(1)};
-      point.template operator()<false>(p, SourceCorners<D, I>{src, r, {w.offset(0), w.offset(1)}},
-                                       w_on);
+      point.template operator()<false>(
+          p, SourceCorners<D, I, kShared>{src, r, {w.offset(0), w.offset(1)}}, w_on);
       RS_TRACE_POINT();
       w.advance();
     }
@@ -514,7 +526,8 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
     I off = in.first;
 #pragma unroll 1
     for (I p = in.lo; p < in.hi; ++p, off += in.step) {
-      point.template operator()<kAllOn>(p, SourceCorners<D, I>{src, r, {off, off + in.next}}, w_on);
+      point.template operator()<kAllOn>(
+          p, SourceCorners<D, I, kShared>{src, r, {off, off + in.next}}, w_on);
       RS_TRACE_POINT();
     }
   };
@@ -530,7 +543,7 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
       for (int i = 0; i < 2; ++i)
 #pragma unroll
         for (int j = 0; j < 2; ++j)
-          v[i][j][kFresh] = Storage<D>::load(RS_LOAD(src + (r.src[i][j] + first)));
+          v[i][j][kFresh] = Storage<D>::load(RS_SOURCE_LOAD(kShared, src + (r.src[i][j] + first)));
     }
 #pragma unroll 1
     for (I p = in.lo; p < in.hi; ++p, off += in.step) {
@@ -540,7 +553,7 @@ RS_HD void walk_row(const typename Storage<D>::T* __restrict__ src, const Geomet
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
           v[i][j][1 - kFresh] = v[i][j][kFresh];
-          v[i][j][kFresh] = Storage<D>::load(RS_LOAD(src + (r.src[i][j] + fresh)));
+          v[i][j][kFresh] = Storage<D>::load(RS_SOURCE_LOAD(kShared, src + (r.src[i][j] + fresh)));
         }
       point.template operator()<kAllOn>(p, HeldCorners{v}, w_on);
       RS_TRACE_POINT();
