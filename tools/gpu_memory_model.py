@@ -22,10 +22,12 @@ version and dtype it reports:
 
 The time model (calibrated on the H200 ncu profile; see CALIBRATION and --calibrate): a warp runs
 its batches one after another, each waiting latency_ns = base + per_sector * (sectors in the batch)
-(a scattered batch queues more sectors through L1 and L2); the SM's resident warps overlap. The
-prediction is the largest of that latency-bound time, the DRAM floor, and L1's sector throughput (4
-sectors per cycle per SM). Not modelled: instruction issue (the profile had issue slots half idle),
-L2 bandwidth, tail effects of the last wave.
+(a scattered batch queues more sectors through L1 and L2), plus its own instructions (loop
+iterations x the static size of the kernel's point loop, one per cycle); the SM's resident warps
+overlap, so the kernel takes as many such chains as it has waves of resident blocks, the last one
+however full. The prediction is the largest of that, the DRAM floor, L1's sector throughput (4
+sectors per cycle per SM) and the SM's issue throughput (4 instructions per cycle). Not modelled:
+L2 bandwidth, barriers' waits, shared-memory latency, an SM's blocks at different phases.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ DTYPES = {"float32": (0, 4, "f32"), "bfloat16": (1, 2, "bf16"), "float16": (2, 2
 STATS = ("blocks", "threads", "load_requests", "load_sectors", "load_lanes", "load_bytes",
          "store_requests", "store_sectors", "store_lanes", "store_bytes", "block_load_sectors",
          "block_store_sectors", "batches", "batch_sectors", "shared_requests", "shared_wavefronts",
-         "launch_blocks")
+         "launch_blocks", "warp_iterations")
 THREADS_PER_BLOCK = 256  # every kernel traced here (kThreads)
 POINTS_PER_CHUNK, MAX_CHUNKS = 32, 4096  # rubiks_jax.ops.ffi_kernels' reduction chunking
 
@@ -206,19 +208,24 @@ def trace(lib: ctypes.CDLL, kernel: str, version: str, dtype: str, shape: Shape,
 # ------------------------------------------------------------------------------------------------
 def kernel_name(kernel: str, version: str, dtype: str) -> str:
     """The tools/sass.py name of the kernel a launch of (kernel, version, dtype) runs at unit w
-    stride with 32-bit offsets."""
+    stride with 32-bit offsets (v4's shift gradient is v3's)."""
     short = DTYPES[dtype][2]
     if kernel == "shift_grad_pass1":
         return f"rubiks_shift_grad_partials_kernel<{short}, i32>"
     direction = "adjoint" if kernel == "input_grad" else "forward"
-    return f"rubiks_interpolate_kernel<{short}, {direction}, unit-w, i32>"
+    family = "rubiks_interpolate_v4_kernel" if version == "v4" else "rubiks_interpolate_kernel"
+    return f"{family}<{short}, {direction}, unit-w, i32>"
 
 
 def sass_rows(versions: list[str]) -> dict[tuple[str, str], dict]:
-    """{(version, sass kernel name): sass row}: the working tree is v3; v2 is V2_REVISION."""
+    """{(version, sass kernel name): sass row}: v3 and v4 from the working tree, v2 from
+    V2_REVISION."""
     result = sass.run(baseline=V2_REVISION if "v2" in versions else None)
-    label = {"current": "v3", V2_REVISION: "v2"}
-    return {(label[r["version"]], r["kernel"]): r for r in result["rows"]}
+    rows = {}
+    for r in result["rows"]:
+        for version in (["v3", "v4"] if r["version"] == "current" else ["v2"]):
+            rows[(version, r["kernel"])] = r
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,6 +252,12 @@ def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shap
     waves = stats["total_blocks"] / (gpu.sms * resident_blocks)
     warps_resident = min(row["warps_per_sm"], stats["total_blocks"] * warps_per_block / gpu.sms)
     batches_per_warp = s["batches"] / max(s["blocks"] * warps_per_block, 1)
+    iterations_per_warp = s["warp_iterations"] / max(s["blocks"] * warps_per_block, 1)
+    # Instructions a warp issues per loop iteration: the static size of the kernel's steady-state
+    # point loop (tools/sass.py: the shortest loop that loads and stores), else of its specialised
+    # loop (the shift gradient's pass 1 stores once per thread, outside its loops).
+    loop = row.get("point_loop") or row["fast_loop"] or row["loop"]
+    per_iteration = loop["instructions"] if loop else 0
     sectors_per_batch = s["batch_sectors"] / max(s["batches"], 1)
     total_sectors = (s["load_sectors"] + s["store_sectors"]) * scale
     fbytes = floor_bytes(kernel, shape, dtype)
@@ -252,8 +265,12 @@ def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shap
     # A warp's batches run one after another; the SM's resident warps overlap, so the kernel takes
     # as many of those chains as it has waves of resident blocks (the last one too, however full).
     batch_ns = gpu.latency_base_ns + gpu.latency_per_sector_ns * sectors_per_batch
-    latency_us = math.ceil(waves) * batches_per_warp * batch_ns / 1e3
+    issue_ns = iterations_per_warp * per_iteration / gpu.clock_ghz  # a warp's own instructions
+    latency_us = math.ceil(waves) * (batches_per_warp * batch_ns + issue_ns) / 1e3
     l1_us = total_sectors / (gpu.sms * gpu.l1_sectors_per_cycle * gpu.clock_ghz * 1e3)
+    # Every warp's instructions through the SM's 4 schedulers (one instruction each per cycle).
+    issue_us = (s["warp_iterations"] * scale * per_iteration /
+                (gpu.sms * 4 * gpu.clock_ghz * 1e3))
     load_sector_bytes = s["load_sectors"] * scale * 32
     in_flight = warps_resident * sectors_per_batch * 32
     read_bytes = fbytes - shape.elements(shape.out if kernel != "input_grad" else shape.size) * \
@@ -275,12 +292,14 @@ def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shap
         registers=row["registers"], spill_bytes=row["spill_store_bytes"] + row["spill_load_bytes"],
         warps_per_sm=row["warps_per_sm"], waves=waves,
         batches_per_warp=batches_per_warp, sectors_per_batch=sectors_per_batch,
+        iterations_per_warp=iterations_per_warp, instructions_per_iteration=per_iteration,
+        warp_issue_ns=issue_ns,
         bytes_in_flight_per_sm=in_flight,
         # The part of those bytes that is first-touch data (the rest hits L1 or L2): what sustains
         # DRAM bandwidth by Little's law.
         unique_bytes_in_flight_per_sm=in_flight * min(1.0, read_bytes / load_sector_bytes),
-        floor_us=floor_us, latency_bound_us=latency_us, l1_bound_us=l1_us,
-        predicted_us=max(floor_us, latency_us, l1_us))
+        floor_us=floor_us, latency_bound_us=latency_us, l1_bound_us=l1_us, issue_bound_us=issue_us,
+        predicted_us=max(floor_us, latency_us, l1_us, issue_us))
 
 
 def model(shape: Shape, dtypes: list[str], versions: list[str], sample_blocks: int,
@@ -306,9 +325,13 @@ def fit(rows: list[dict], gpu: GPU) -> GPU:
     (a_key, b_key) = FIT_ON
     pick = {(r["version"], r["kernel"]): r for r in rows if r["dtype"] == "float32"}
     a, b = pick[a_key], pick[b_key]
-    chain = lambda r: math.ceil(r["waves"]) * r["batches_per_warp"] / 1e3  # noqa: E731  us per ns
-    # time = chain * (base + per_sector * sectors): two equations, two unknowns.
-    ta, tb = CALIBRATION[a_key]["time_us"] / chain(a), CALIBRATION[b_key]["time_us"] / chain(b)
+    # time = ceil(waves) * (batches * (base + per_sector * sectors) + warp issue): per batch,
+    # two equations in two unknowns.
+    def per_batch_ns(r, key):
+        chain_ns = CALIBRATION[key]["time_us"] * 1e3 / math.ceil(r["waves"]) - r["warp_issue_ns"]
+        return chain_ns / r["batches_per_warp"]
+
+    ta, tb = per_batch_ns(a, a_key), per_batch_ns(b, b_key)
     per_sector = (ta - tb) / (a["sectors_per_batch"] - b["sectors_per_batch"])
     base = ta - per_sector * a["sectors_per_batch"]
     return dataclasses.replace(gpu, latency_base_ns=base, latency_per_sector_ns=per_sector)

@@ -125,7 +125,8 @@ enum Stat {
   kBatchSectors,       // sectors of the loads in those batches
   kSharedRequests,
   kSharedWavefronts,
-  kLaunchBlocks,  // blocks of the whole launch
+  kLaunchBlocks,     // blocks of the whole launch
+  kWarpIterations,   // loop iterations (points, stage batches) warps run, over any access
   kStatCount,
 };
 
@@ -136,11 +137,13 @@ void warp_requests(std::vector<Event>& ev, double* s, std::unordered_set<uint64_
     return a.key != b.key ? a.key < b.key : a.lane < b.lane;
   });
   std::unordered_map<uint64_t, uint64_t> batch_sectors;
+  std::unordered_set<uint64_t> iterations;
   std::vector<uint64_t> sectors;
   for (size_t i = 0; i < ev.size();) {
     size_t j = i;
     while (j < ev.size() && ev[j].key == ev[i].key) ++j;
     const Event& first = ev[i];
+    iterations.insert(first.batch);
     if (first.shared) {
       // Wavefronts: the most distinct 4-byte words any one bank is asked for.
       std::unordered_map<uint64_t, std::unordered_set<uint64_t>> banks;
@@ -185,6 +188,7 @@ void warp_requests(std::vector<Event>& ev, double* s, std::unordered_set<uint64_
     s[kBatches] += 1;
     s[kBatchSectors] += static_cast<double>(b.second);
   }
+  s[kWarpIterations] += static_cast<double>(iterations.size());
 }
 
 // Traces blocks `sample` of a launch of `threads` threads per block: run_block(block, thread)

@@ -286,6 +286,15 @@ def fast_path(loops: list[Loop], hot: Loop | None) -> Loop | None:
                key=lambda lp: len(lp.instructions))
 
 
+def point_loop(fn: Function) -> Loop | None:
+    """The shortest innermost loop that loads (global or shared memory) and stores to global
+    memory: the steady-state point loop of an interpolation kernel (v3's carried interior reading
+    global memory, v4's reading its stage), or None."""
+    loops = [lp for lp in innermost(find_loops(fn))
+             if lp.count("STG") and (lp.count("LDG") or lp.count("LDS"))]
+    return min(loops, key=lambda lp: len(lp.instructions), default=None)
+
+
 def store_width(opcode: str) -> int:
     """Bytes one STG writes, from its size modifier (none means 32 bits)."""
     mods = opcode.split(".")[1:]
@@ -619,11 +628,13 @@ def kernel_rows(version: str, ptxas_log: str, listing: str, sources: list[str],
                    shared_static_bytes=res.shared, threads_per_block=threads,
                    threads_source=threads_source, blocks_per_sm=occ.blocks_per_sm,
                    warps_per_sm=occ.warps_per_sm, occupancy=occ.fraction,
-                   occupancy_limiter=occ.limiter, loop=None, fast_loop=None)
+                   occupancy_limiter=occ.limiter, loop=None, fast_loop=None, point_loop=None)
         loop, fast, n_inner = hottest_loop(fn) if fn is not None else (None, None, 0)
         if loop is not None:
             row["loop"] = loop_summary(loop, fam, element_bytes(short), n_inner)
             row["fast_loop"] = loop_summary(fast, fam, element_bytes(short), n_inner)
+        if fn is not None and (pl := point_loop(fn)) is not None:
+            row["point_loop"] = loop_summary(pl, fam, element_bytes(short), n_inner)
         rows.append(row)
     return sorted(rows, key=lambda r: (("forward", "grad_input", "shift_grad", "other")
                                        .index(r["family"]), r["kernel"]))

@@ -33,6 +33,7 @@ constexpr int kV4Channels = 32;                   // channels per tile: a warp's
 constexpr int kV4Warps = kThreads / kV4Channels;  // 8
 constexpr int kV4Rows = 4;                        // destination rows along h per tile
 constexpr int64_t kV4PointsW = 16;                // at most this many points along w per tile
+constexpr int kV4StageBatch = 16;                 // staging loads a warp issues before it waits
 // The stage: 47 KB, so that with the tables below a block stays under the 48 KB of static shared
 // memory and 4 blocks fit an SM's 228 KB. 376 source positions in f32, 752 in 16-bit types.
 constexpr int kV4StageBytes = 376 * kV4Channels * 4;
@@ -181,10 +182,13 @@ RS_HD const typename Storage<D>::T* v4_stage(const V4Shared& sh) {
 }
 
 // Phase 3: the block loads its box, warp k the positions k, k + 8, ... (all the tile's channels of
-// one source position per load), walking the box with a cursor (no division per position).
+// one source position per load), kV4StageBatch positions at a time: their loads are all issued
+// before the first store to shared memory waits for one. A cursor walks the box (no division per
+// position).
 template <DType D, bool kAdjoint, typename I>
 RS_HD void v4_stage_phase(const typename Storage<D>::T* __restrict__ src, const Geometry& g,
                           const V4Tile& tile, int thread, V4Shared& sh) {
+  using T = typename Storage<D>::T;
   const V4Box box = v4_box<D, kAdjoint>(g, tile, sh);
   const int lane = thread % kV4Channels;
   const int64_t c = tile.c0 + lane;
@@ -196,24 +200,30 @@ RS_HD void v4_stage_phase(const typename Storage<D>::T* __restrict__ src, const 
 #endif
   const I nw = static_cast<I>(box.n[2]), nh = static_cast<I>(box.n[1]);
   const I C = static_cast<I>(g.c);
-  typename Storage<D>::T* stage = v4_stage<D>(sh) + lane;
+  T* stage = v4_stage<D>(sh) + lane;
   // Cursor: position pos = (it * nh + ih) * nw + iw, advanced by kV4Warps.
   I iw = static_cast<I>(thread / kV4Channels), ih = 0, it = 0;
-  while (iw >= nw) iw -= nw, ++ih;
-  while (ih >= nh) ih -= nh, ++it;
-  auto row_of = [&](I t, I h) {
-    return static_cast<I>(offset(g, tile.n, box.lo[0] + t, box.lo[1] + h, box.lo[2], ext) + c);
+  auto row_of = [&]() {
+    while (iw >= nw) iw -= nw, ++ih;
+    while (ih >= nh) ih -= nh, ++it;
+    return static_cast<I>(offset(g, tile.n, box.lo[0] + it, box.lo[1] + ih, box.lo[2], ext) + c);
   };
-  I row = row_of(it, ih);
+  I row = row_of();
   RS_TRACE_SCOPE();
-  for (I pos = static_cast<I>(thread / kV4Channels); pos < positions; pos += kV4Warps) {
-    RS_SHARED_STORE(stage + pos * kV4Channels, RS_LOAD(src + (row + iw * C)));
-    iw += kV4Warps;
-    if (iw >= nw) {
-      while (iw >= nw) iw -= nw, ++ih;
-      while (ih >= nh) ih -= nh, ++it;
-      row = row_of(it, ih);
+  for (I pos = static_cast<I>(thread / kV4Channels); pos < positions;
+       pos += kV4Warps * kV4StageBatch) {
+    T v[kV4StageBatch];
+#pragma unroll
+    for (int b = 0; b < kV4StageBatch; ++b) {
+      if (pos + b * kV4Warps < positions) v[b] = RS_LOAD(src + (row + iw * C));
+      iw += kV4Warps;
+      if (iw >= nw) row = row_of();
     }
+#pragma unroll
+    for (int b = 0; b < kV4StageBatch; ++b)
+      if (pos + b * kV4Warps < positions)
+        RS_SHARED_STORE(stage + (pos + b * kV4Warps) * kV4Channels, v[b]);
+    RS_TRACE_POINT();
   }
 }
 
