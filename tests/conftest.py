@@ -13,7 +13,7 @@ twenty times as many, randomised.
 
 Tests marked `gpu` skip themselves where there is no GPU, which is right on a CPU machine and wrong
 on the GPU machine that is meant to run them: there a skip would turn a broken CUDA set-up into a
-green run. `RUBIKS_REQUIRE_GPU=1` (scripts/gpu_check.sh test sets it) makes that impossible:
+green run. `RUBIKS_REQUIRE_GPU=1` (tools/gpu_check.py test sets it) makes that impossible:
 - the session stops before any test runs, with a non-zero exit status, unless jax lists a GPU
   device and the CUDA kernels are built (rubiks_jax.ops.cuda_built());
 - a `gpu` test that skips (a skipif mark, pytest.skip() in the test or in a fixture) is reported
@@ -99,7 +99,7 @@ def gpu_problem() -> str | None:
 
     if not cuda_built():
         return ("the CUDA kernels are not built (rubiks_jax.ops.cuda_built() is False): run "
-                "`bash scripts/gpu_check.sh build` (or `RUBIKS_JAX_CUDA=1 python setup.py "
+                "`python tools/gpu_check.py build` (or `RUBIKS_JAX_CUDA=1 python setup.py "
                 "build_ext --inplace`) first")
     return None
 

@@ -81,7 +81,7 @@ class GPU:
 
 
 # The H200 ncu profile (docs/KERNEL_NOTES.md, "v2 measured on the H200" and "v3"): paper shape,
-# f32, shift uniform in [-1, 1) from jax.random.split(PRNGKey(0), 3)[1] as scripts/gpu_profile.py
+# f32, shift uniform in [-1, 1) from jax.random.split(PRNGKey(0), 3)[1] as tools/gpu_profile.py
 # draws it; one launch each at base clocks with flushed caches. None: not measured.
 CALIBRATION = {
     ("v2", "forward"): dict(time_us=121.9, load_spr=13.6, store_spr=5.7, occupancy=0.46),
@@ -161,7 +161,7 @@ class Shape:
 
 
 def profile_shift(c: int) -> np.ndarray:
-    """The shift scripts/gpu_profile.py profiles with: uniform in [-1, 1), jax's PRNGKey(0)."""
+    """The shift tools/gpu_profile.py profiles with: uniform in [-1, 1), jax's PRNGKey(0)."""
     import jax
     import jax.numpy as jnp
 

@@ -1,5 +1,5 @@
 """Where the CUDA toolkit is, found one way for every build and tool: setup.py (pip),
-bazel/discover_env.py (Bazel), tools/sass.py and scripts/gpu_check.sh.
+bazel/discover_env.py (Bazel), tools/sass.py and tools/gpu_check.py.
 
 Standard library only, loaded by file path (it runs before anything is installed). As a script it
 prints the nvcc it finds (exit 1 if none): `python3 xla_ops/toolkit.py`.

@@ -159,7 +159,17 @@ def _floor_steps() -> tuple[dict[str, Callable[[Carry], Carry]], tuple[str, ...]
              "inplace": _inplace_step}, ("stream", "plain"))
 
 
-def run(repeats: int | None = None, quick: bool = False) -> dict:
+def add_arguments(parser) -> None:
+    parser.add_argument("--impls", default=",".join(MODES),
+                        help=f"comma-separated, of {', '.join(MODES)} (default: all; speedups "
+                             "need the baselines in the same run)")
+
+
+def run(repeats: int | None = None, quick: bool = False, impls: str | None = None) -> dict:
+    chosen = impls.split(",") if impls else list(MODES)
+    for impl in chosen:
+        if impl not in MODES:
+            raise SystemExit(f"--impls: unknown impl {impl!r} (expected {', '.join(MODES)})")
     if not ffi_available():
         raise SystemExit("the op suite compares impl='ffi' with the pure-XLA impls: build the "
                          "kernels first")
@@ -184,7 +194,7 @@ def run(repeats: int | None = None, quick: bool = False) -> dict:
             floor_bw = floor_passes[floor_kind] * 1e9
             floor_bytes = {"fwd": 2 * elems * itemsize, "bwd": 3 * elems * itemsize,
                            "fwd+bwd": 5 * elems * itemsize}
-            for impl, modes in MODES.items():
+            for impl, modes in ((i, MODES[i]) for i in MODES if i in chosen):
                 reps = min(n_rep, REFERENCE_REPEATS) if impl == "reference" else n_rep
                 for mode in modes:
                     t = time_per_call(_steps(impl)[mode], make, reps, target_s,

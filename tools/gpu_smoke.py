@@ -1,11 +1,11 @@
 """Forward and both gradients of the CUDA kernels over the geometries that matter, for
-compute-sanitizer (scripts/gpu_check.sh sanitize): every dtype, strides, padding, C = 1 and odd C,
+compute-sanitizer (tools/gpu_check.py sanitize): every dtype, strides, padding, C = 1 and odd C,
 shifts beyond the frame, quantize, the paper's shape, and an index extent large enough for the
 64-bit-offset kernels. No result checks (the tests do that): this only has to run every kernel
 variant once, in a few seconds natively.
 
-  python scripts/gpu_smoke.py           # the cases below
-  python scripts/gpu_smoke.py --huge    # plus a tensor of more than 2^31 elements (bf16, ~20 GB;
+  python tools/gpu_smoke.py           # the cases below
+  python tools/gpu_smoke.py --huge    # plus a tensor of more than 2^31 elements (bf16, ~20 GB;
                                         # minutes under memcheck, so not part of the default run)
 """
 
@@ -86,7 +86,7 @@ def main() -> int:
         print(f"gpu smoke: no GPU: jax devices are {jax.devices()}", file=sys.stderr)
         return 1
     if not cuda_built():
-        print("gpu smoke: the CUDA kernels are not built (run scripts/gpu_check.sh build)",
+        print("gpu smoke: the CUDA kernels are not built (run tools/gpu_check.py build)",
               file=sys.stderr)
         return 1
     total = time.perf_counter()

@@ -1,12 +1,12 @@
-"""Nsight Compute profile of the CUDA kernels at the paper's shape (scripts/gpu_check.sh profile).
+"""Nsight Compute profile of the CUDA kernels at the paper's shape (tools/gpu_check.py profile).
 
-  python scripts/gpu_profile.py run [--shape 8,8,56,56,72] [--dtype float32]
+  python tools/gpu_profile.py run [--shape 8,8,56,56,72] [--dtype float32]
       the workload, run under ncu: one forward call and one backward call (input and shift
       gradients), compiled ahead of time so that these are the only launches of our kernels in
       the process (ncu then needs no --launch-skip, whatever the kernels' structure);
-  python scripts/gpu_profile.py table NCU_CSV [--json OUT]
+  python tools/gpu_profile.py table NCU_CSV [--json OUT]
       the compact table of `ncu --csv --print-units base` output (see METRICS);
-  python scripts/gpu_profile.py metrics
+  python tools/gpu_profile.py metrics
       the metrics to collect, comma-separated (for ncu --metrics).
 """
 
@@ -32,7 +32,7 @@ METRICS = {
     "sm__warps_active.avg.pct_of_peak_sustained_active": "occupancy",  # achieved occupancy
     "launch__registers_per_thread": "regs",
 }
-TABLE_TITLE = "ncu profile"  # first line of the table (scripts/gpu_summary.py looks for it)
+TABLE_TITLE = "ncu profile"  # first line of the table (tools/gpu_summary.py looks for it)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,34 +1,27 @@
-"""The record and the closing table of scripts/gpu_check.sh (standard library only, except
-stack-png, which needs matplotlib).
+"""The record and the closing table of tools/gpu_check.py (standard library only, except
+stack_png, which needs matplotlib).
 
 Everything lives in OUT/summary.json, which each stage updates, so separate calls with the same
 output folder accumulate:
   {"machine": "...", "stages": {STAGE: {"status", "seconds", "finished", "note"}},
    "bench": {SUITE: the suite's JSON}, "profile": {"title", "launches": [...]}}
-
-  python scripts/gpu_summary.py record OUT STAGE STATUS SECONDS [--note TEXT]
-  python scripts/gpu_summary.py set OUT KEY VALUE
-  python scripts/gpu_summary.py attach OUT KEY FILE [--name NAME]   # summary[KEY][NAME] = FILE's JSON
-  python scripts/gpu_summary.py drop OUT KEY       # forget summary[KEY] (a stage's earlier results)
-  python scripts/gpu_summary.py print OUT          # the table, at most 100 lines of 118 characters
-  python scripts/gpu_summary.py stack-png OUT_PNG IN_PNG...   # figures stacked into one PNG
+summary_lines(OUT) is the closing table: at most 100 lines of 118 characters.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
 import re
-import sys
 
-STAGES = ["preflight", "build", "test", "sanitize", "bench", "profile"]
+STAGES = ["preflight", "build", "test", "sanitize", "profile", "bench"]
 MAX_LINES = 100
 WIDTH = 118
 # Tables grepped from the stage logs: (log, regex of a table's first line). A table ends at the
 # first blank line (or a line of the script's own: "===", "$ ").
-TABLES = [("profile.log", r"^ncu profile"), ("bench.log", r"benchmark on ")]
+TABLES = [("profile.log", r"^ncu profile"), ("bench.log", r"^op A/B"),
+          ("bench.log", r"benchmark on ")]
 
 
 def _path(out: str) -> str:
@@ -160,52 +153,30 @@ def stack_png(out_png: str, inputs: list[str]) -> None:
     mpimg.imsave(out_png, np.concatenate(padded, axis=0))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("record")
-    p.add_argument("out")
-    p.add_argument("stage")
-    p.add_argument("status")
-    p.add_argument("seconds", type=float)
-    p.add_argument("--note", default="")
-    p = sub.add_parser("set")
-    p.add_argument("out")
-    p.add_argument("key")
-    p.add_argument("value")
-    p = sub.add_parser("attach")
-    p.add_argument("out")
-    p.add_argument("key")
-    p.add_argument("file")
-    p.add_argument("--name", default=None)
-    p = sub.add_parser("drop")
-    p.add_argument("out")
-    p.add_argument("key")
-    p = sub.add_parser("print")
-    p.add_argument("out")
-    p = sub.add_parser("stack-png")
-    p.add_argument("out_png")
-    p.add_argument("inputs", nargs="+")
-    args = parser.parse_args(argv)
-    if args.command == "record":
-        record(args.out, args.stage, args.status, args.seconds, args.note)
-    elif args.command == "set":
-        data = load(args.out)
-        data[args.key] = args.value
-        save(args.out, data)
-    elif args.command == "attach":
-        attach(args.out, args.key, args.file, args.name)
-    elif args.command == "drop":
-        data = load(args.out)
-        data.pop(args.key, None)
-        save(args.out, data)
-    elif args.command == "print":
-        print("\n".join(summary_lines(args.out)))
-    else:
-        stack_png(args.out_png, args.inputs)
-    return 0
+def ab_table(v3: dict, v4: dict) -> list[str]:
+    """The op suite's impl="ffi" rows with the v3 and the v4 kernels side by side (two runs of the
+    suite, RUBIKS_JAX_CUDA_KERNELS=v3 and v4), with the v3 run's pure-XLA rows and floor."""
+    def rows(result, impl):
+        return {(tuple(r["shape"]), r["dtype"], r["mode"]): r for r in result["rows"]
+                if r["impl"] == impl}
 
+    a, b, xla = rows(v3, "ffi"), rows(v4, "ffi"), rows(v3, "xla")
+    lines = ["op A/B: per-call device time (us), ffi with the v3 and v4 kernels; xla and the floor "
+             "from the v3 run",
+             f"{'(N,T,H,W,C)':20s} {'dtype':9s} {'mode':8s} {'v3':>9s} {'v4':>9s} {'v4/v3':>6s} "
+             f"{'xla':>9s} {'floor':>8s} {'v4 x floor':>10s} {'v4 vs xla':>9s}"]
+    for key, r3 in a.items():
+        r4, rx = b.get(key), xla.get(key)
+        t3 = r3["median_s"] * 1e6
+        t4 = r4["median_s"] * 1e6 if r4 else None
+        tx = rx["median_s"] * 1e6 if rx else None
+        floor = r3["floor_s"] * 1e6
 
-if __name__ == "__main__":
-    sys.exit(main())
+        def num(v, spec):
+            return format(v, spec) if v is not None else format("-", ">" + spec.split(".")[0])
+
+        lines.append(
+            f"{str(key[0]):20s} {key[1]:9s} {key[2]:8s} {t3:9.1f} {num(t4, '9.1f')} "
+            f"{num(t4 / t3 if t4 else None, '6.2f')} {num(tx, '9.1f')} {floor:8.1f} "
+            f"{num(t4 / floor if t4 else None, '10.2f')} {num(tx / t4 if tx and t4 else None, '9.2f')}")
+    return lines

@@ -1,11 +1,9 @@
-"""scripts/gpu_check.sh and its helpers, on any machine: the parts that need no GPU (argument
-handling, failing cleanly without a GPU, the ncu table, the summary and its limits)."""
+"""tools/gpu_check.py and its helpers, on any machine: the parts that need no GPU (arguments,
+failing cleanly without a GPU, the ncu table, the op A/B table, the summary and its limits)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,19 +11,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "gpu_check.sh"
+from tools import gpu_check, gpu_profile, gpu_summary
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_profile = _load("gpu_profile")
-gpu_summary = _load("gpu_summary")
+REPO = Path(__file__).resolve().parents[2]
 HAS_NVIDIA_SMI = shutil.which("nvidia-smi") is not None
 
 FORWARD = ("void rubiks::(anonymous namespace)::interpolate_kernel<(rubiks::DType)0, false, true, "
@@ -45,48 +33,63 @@ def _ncu_csv(rows: list[tuple[str, str, str, str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_check(*args: str, env: dict | None = None, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUT": str(tmp_path / "out"),
-           "GPU_CHECK_SCRATCH": str(tmp_path / "scratch"), **(env or {})}
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True,
+def _run_check(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {"GPU_CHECK_SCRATCH": str(tmp_path / "scratch"), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "tools/gpu_check.py", *args, "--out",
+                           str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
 # ------------------------------------------------------------------------------------------------
-# gpu_check.sh
+# gpu_check.py
 # ------------------------------------------------------------------------------------------------
-def test_script_syntax_and_shellcheck():
-    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
-    if shutil.which("shellcheck"):
-        out = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout
-
-
-def test_no_stage_prints_usage_and_exits_2(tmp_path):
-    out = _run_check(tmp_path=tmp_path)
+def test_unknown_stage_is_named_and_nothing_runs(tmp_path):
+    out = _run_check("benchmark", tmp_path=tmp_path)
     assert out.returncode == 2
-    assert "preflight" in out.stderr and "sanitize" in out.stderr
-    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+    assert "unknown stage 'benchmark'" in out.stderr and "preflight" in out.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(HAS_NVIDIA_SMI, reason="this machine has nvidia-smi")
-def test_preflight_says_no_gpu_and_fails(tmp_path):
-    out = _run_check("preflight", env={"PYTHON": sys.executable}, tmp_path=tmp_path)
-    assert out.returncode != 0, out.stdout
-    assert "no GPU" in out.stdout
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["stages"]["preflight"]["status"] == "FAILED"
-    assert out.stdout.rstrip().splitlines()[-1].startswith("overall: FAILED (preflight)")
-
-
-@pytest.mark.skipif(HAS_NVIDIA_SMI, reason="this machine has nvidia-smi")
-@pytest.mark.parametrize("stage", ["build", "test", "sanitize", "bench", "profile"])
-def test_stages_fail_cleanly_without_gpu(tmp_path, stage):
-    out = _run_check(stage, env={"PYTHON": sys.executable}, tmp_path=tmp_path)
+def test_all_stops_after_preflight_without_a_gpu(tmp_path):
+    """The default call (every stage) fails at once, saying why, and runs nothing else."""
+    out = _run_check(tmp_path=tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "FAILED: no GPU" in out.stdout
-    files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == sorted([f"{stage}.log", "summary.json"])
+    assert "FAILED: no GPU: nvidia-smi not found" in out.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary["stages"]) == ["preflight"]
+    assert summary["stages"]["preflight"]["status"] == "FAILED"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["preflight.log",
+                                                                    "summary.json"]
+    last = out.stdout.rstrip().splitlines()
+    assert last[-1].startswith("overall: FAILED (preflight)")
+    assert len(out.stdout.splitlines()) <= 100 + 20
+
+
+@pytest.mark.skipif(HAS_NVIDIA_SMI, reason="this machine has nvidia-smi")
+@pytest.mark.parametrize("stage", ["build", "test", "sanitize", "profile", "bench"])
+def test_stages_fail_cleanly_without_gpu(tmp_path, stage):
+    check = gpu_check.Check(out=tmp_path, scratch=tmp_path, python=sys.executable,
+                            deadline=gpu_check.time.monotonic() + 60)
+    assert not gpu_check.run_stage(check, stage)
+    entry = json.loads((tmp_path / "summary.json").read_text())["stages"][stage]
+    assert entry["status"] == "FAILED" and entry["note"].startswith("no GPU")
+    assert "FAILED: no GPU" in (tmp_path / f"{stage}.log").read_text()
+
+
+def test_commands_time_out_and_are_logged(tmp_path):
+    check = gpu_check.Check(out=tmp_path, scratch=tmp_path, python=sys.executable,
+                            deadline=gpu_check.time.monotonic() + 60)
+    check.stage_deadline = gpu_check.time.monotonic() + 60
+    check.log_path = tmp_path / "x.log"
+    rc, output = check.run([sys.executable, "-c", "print('hello')"])
+    assert (rc, output.strip()) == (0, "hello")
+    rc, _ = check.run([sys.executable, "-c", "import time; time.sleep(30)"], limit=6)
+    assert rc == 124
+    log = check.log_path.read_text()
+    assert "hello" in log and "(exit status 124)" in log
+    assert gpu_check.pytest_outcome("x\n=== 3 passed, 1 skipped in 2.0s ===\n") == \
+        "3 passed, 1 skipped"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,6 +150,9 @@ def test_summary_accumulates_and_stays_within_limits(tmp_path):
     assert "ncu profile: t" in text and "op benchmark on H100" in text
     assert "more lines in bench.log" in text
     assert lines[-1] == "overall: ok (partial: bench); not run: build, sanitize, profile"
+    # The op A/B table is picked up from bench.log too.
+    (tmp_path / "bench.log").write_text("op A/B: per-call\nrow\n\n")
+    assert "op A/B: per-call" in "\n".join(gpu_summary.summary_lines(out))
 
 
 def test_summary_table_blocks_end_at_blank_lines_and_script_lines():
@@ -166,3 +172,20 @@ def test_stack_png(tmp_path):
     gpu_summary.stack_png(str(tmp_path / "all.png"), paths)
     image = plt.imread(str(tmp_path / "all.png"))
     assert image.shape[:2] == (150 + 100, 200)
+
+
+def _op(rows):
+    return {"suite": "op", "rows": [
+        dict(shape=[8, 8, 56, 56, 72], dtype="float32", mode=mode, impl=impl, median_s=t * 1e-6,
+             floor_s=30e-6) for mode, impl, t in rows]}
+
+
+def test_op_ab_table():
+    v3 = _op([("fwd", "ffi", 99.0), ("fwd", "xla", 194.0), ("bwd", "ffi", 300.0)])
+    v4 = _op([("fwd", "ffi", 45.0)])
+    lines = gpu_summary.ab_table(v3, v4)
+    assert lines[0].startswith("op A/B")
+    fwd, bwd = lines[2].split(), lines[3].split()
+    assert fwd[-7:] == ["99.0", "45.0", "0.45", "194.0", "30.0", "1.50", "4.31"]
+    assert bwd[-7:] == ["300.0", "-", "-", "-", "30.0", "-", "-"]  # v4 not timed there
+    assert all(len(line) <= gpu_summary.WIDTH for line in lines)
