@@ -12,9 +12,10 @@
 // q_hi - q_lo + 2 indices, forward), clamped to the source: the kernels read absent corners at
 // clamped indices, and clamping is monotonic, so every read falls inside. When the box has more
 // positions than the stage holds (shifts spread too far, strides along w), the block runs v3's walk
-// from global memory instead. The stage is laid out like a tensor with kV4Channels channels, so the
-// interpolation is walk_row itself (carried interior, all-corners-present loops) reading shared
-// memory: the same code, hence the same bits, as v3 and the CPU kernels.
+// from global memory instead. The stage is laid out like an f32 tensor with kV4Channels channels
+// (16-bit sources are converted, exactly, as they are staged), so the interpolation is walk_row
+// itself (carried interior, all-corners-present loops) reading shared memory: the same arithmetic
+// on the same values, hence the same bits, as v3 and the CPU kernels.
 //
 // Four phases with a barrier between them (the host emulation runs them in that order, and fills
 // the shared memory with a NaN sentinel first, so a read of anything not staged shows in the
@@ -34,22 +35,18 @@ constexpr int kV4Warps = kThreads / kV4Channels;  // 8
 constexpr int kV4Rows = 4;                        // destination rows along h per tile
 constexpr int64_t kV4PointsW = 16;                // at most this many points along w per tile
 constexpr int kV4StageBatch = 16;                 // staging loads a warp issues before it waits
-// The stage: 47 KB, so that with the tables below a block stays under the 48 KB of static shared
-// memory and 4 blocks fit an SM's 228 KB. 376 source positions in f32, 752 in 16-bit types.
-constexpr int kV4StageBytes = 376 * kV4Channels * 4;
+// The stage holds 376 source positions as f32 (16-bit sources converted as they are staged, so
+// the interpolation reads them without a conversion per corner): 47 KB, so that with the tables
+// below a block stays under the 48 KB of static shared memory and 4 blocks fit an SM's 228 KB.
+constexpr int kV4StagePositions = 376;
 
 struct alignas(128) V4Shared {
-  unsigned char stage[kV4StageBytes];  // [position][kV4Channels] of the source's storage type
+  float stage[kV4StagePositions][kV4Channels];
   int32_t q[kV4Channels][3];  // channel_shift of each channel of the tile: integer offsets (w
   float r[kV4Channels][3];    // saturated), fractions,
   int32_t live[kV4Channels];  // and 1 where the channel exists and its shift is finite
   int32_t q_range[2][3];      // lowest and highest offset per axis over the live channels
 };
-
-template <DType D>
-constexpr int64_t v4_stage_positions() {
-  return kV4StageBytes / (kV4Channels * static_cast<int64_t>(sizeof(typename Storage<D>::T)));
-}
 
 struct V4Plan {
   int64_t rows;   // destination rows along h: ext[1]
@@ -144,7 +141,7 @@ struct V4Box {
   bool staged;
 };
 
-template <DType D, bool kAdjoint>
+template <bool kAdjoint>
 RS_HD V4Box v4_box(const Geometry& g, const V4Tile& tile, const V4Shared& sh) {
   const int64_t* ext = kAdjoint ? g.out : g.in;
   const int64_t d_lo[3] = {tile.p0, tile.h0, tile.w0}, d_hi[3] = {tile.p0, tile.h1 - 1, tile.w1 - 1};
@@ -167,18 +164,9 @@ RS_HD V4Box v4_box(const Geometry& g, const V4Tile& tile, const V4Shared& sh) {
     box.lo[a] = clamp_index(lo, ext[a]);
     box.n[a] = clamp_index(hi, ext[a]) - box.lo[a] + 1;
     positions *= box.staged ? box.n[a] : 1;  // each n <= ext: no overflow before the test
-    box.staged = box.staged && positions <= v4_stage_positions<D>();
+    box.staged = box.staged && positions <= kV4StagePositions;
   }
   return box;
-}
-
-template <DType D>
-RS_HD typename Storage<D>::T* v4_stage(V4Shared& sh) {
-  return reinterpret_cast<typename Storage<D>::T*>(sh.stage);
-}
-template <DType D>
-RS_HD const typename Storage<D>::T* v4_stage(const V4Shared& sh) {
-  return reinterpret_cast<const typename Storage<D>::T*>(sh.stage);
 }
 
 // Phase 3: the block loads its box, warp k the positions k, k + 8, ... (all the tile's channels of
@@ -189,7 +177,7 @@ template <DType D, bool kAdjoint, typename I>
 RS_HD void v4_stage_phase(const typename Storage<D>::T* __restrict__ src, const Geometry& g,
                           const V4Tile& tile, int thread, V4Shared& sh) {
   using T = typename Storage<D>::T;
-  const V4Box box = v4_box<D, kAdjoint>(g, tile, sh);
+  const V4Box box = v4_box<kAdjoint>(g, tile, sh);
   const int lane = thread % kV4Channels;
   const int64_t c = tile.c0 + lane;
   if (!box.staged || c >= g.c) return;
@@ -200,7 +188,7 @@ RS_HD void v4_stage_phase(const typename Storage<D>::T* __restrict__ src, const 
 #endif
   const I nw = static_cast<I>(box.n[2]), nh = static_cast<I>(box.n[1]);
   const I C = static_cast<I>(g.c);
-  T* stage = v4_stage<D>(sh) + lane;
+  float* stage = &sh.stage[0][lane];
   // Cursor: position pos = (it * nh + ih) * nw + iw, advanced by kV4Warps.
   I iw = static_cast<I>(thread / kV4Channels), ih = 0, it = 0;
   auto row_of = [&]() {
@@ -222,7 +210,7 @@ RS_HD void v4_stage_phase(const typename Storage<D>::T* __restrict__ src, const 
 #pragma unroll
     for (int b = 0; b < kV4StageBatch; ++b)
       if (pos + b * kV4Warps < positions)
-        RS_SHARED_STORE(stage + (pos + b * kV4Warps) * kV4Channels, v[b]);
+        RS_SHARED_STORE(stage + (pos + b * kV4Warps) * kV4Channels, Storage<D>::load(v[b]));
     RS_TRACE_POINT();
   }
 }
@@ -245,7 +233,7 @@ RS_HD void v4_interpolate_phase(const typename Storage<D>::T* __restrict__ src,
   typename Storage<D>::T* row_dst =
       dst + static_cast<I>(offset(g, tile.n, tile.p0, p1, 0, ext) + c);
   const ChannelShift cs = v4_channel_shift(sh, lane);
-  const V4Box box = v4_box<D, kAdjoint>(g, tile, sh);
+  const V4Box box = v4_box<kAdjoint>(g, tile, sh);
   if (!box.staged || !cs.finite) {
     interpolate_row<D, kAdjoint, kUnitW, I>(src, row_dst, g, cs, tile.n, tile.p0, p1, c, begin,
                                             end);
@@ -264,8 +252,9 @@ RS_HD void v4_interpolate_phase(const typename Storage<D>::T* __restrict__ src,
   Geometry gs = g;
   gs.c = kV4Channels;
   const I C = static_cast<I>(g.c);
-  walk_row<D, I, kAdjoint, kUnitW, /*kMayCarry=*/true, /*kShared=*/true>(
-      v4_stage<D>(sh), gs, cs, r, begin, end,
+  // The stage holds f32: walk it as an f32 tensor (the values are the source's, converted exactly).
+  walk_row<DType::kF32, I, kAdjoint, kUnitW, /*kMayCarry=*/true, /*kShared=*/true>(
+      &sh.stage[0][0], gs, cs, r, begin, end,
       [&]<bool kAllOn, typename Corners>(I p, const Corners& corner, const bool(&w_on)[2]) {
         RS_STORE(row_dst + p * C, Storage<D>::store(interpolate_point<I, kAllOn>(r, corner, w_on)));
       });
