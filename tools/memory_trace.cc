@@ -233,6 +233,10 @@ struct DeviceLike {
   T* data() { return ptr; }
 };
 
+int64_t tensor_elements(const Geometry& g, const int64_t* extent) {
+  return g.n * extent[0] * extent[1] * extent[2] * g.c;
+}
+
 std::vector<int64_t> spread(int64_t blocks, int64_t max_blocks) {
   std::vector<int64_t> out;
   if (blocks <= 0) return out;
@@ -275,10 +279,8 @@ int run(int kernel, int version, const Geometry& g, const float* shift_in, int64
   const float* shift = shift_copy.data();
   using T = typename rubiks::Storage<D>::T;
   const bool adjoint = kernel == 1;
-  const int64_t* src_ext = adjoint ? g.out : g.in;
-  const int64_t* dst_ext = adjoint ? g.in : g.out;
-  const int64_t src_n = g.n * src_ext[0] * src_ext[1] * src_ext[2] * g.c;
-  const int64_t dst_n = g.n * dst_ext[0] * dst_ext[1] * dst_ext[2] * g.c;
+  const int64_t src_n = tensor_elements(g, adjoint ? g.out : g.in);
+  const int64_t dst_n = tensor_elements(g, adjoint ? g.in : g.out);
   DeviceLike<T> src(src_n), dst(dst_n);
   if (kernel == 2) {  // shift gradient, pass 1: x (in), dy (out) -> partials
     DeviceLike<T> dy(dst_n);
@@ -345,10 +347,8 @@ template <DType D>
 int64_t v4_mismatches(int kernel, const Geometry& g, const float* shift_in, bool quantize) {
   using T = typename rubiks::Storage<D>::T;
   const bool adjoint = kernel == 1;
-  const int64_t* src_ext = adjoint ? g.out : g.in;
-  const int64_t* dst_ext = adjoint ? g.in : g.out;
-  const int64_t src_n = g.n * src_ext[0] * src_ext[1] * src_ext[2] * g.c;
-  const int64_t dst_n = g.n * dst_ext[0] * dst_ext[1] * dst_ext[2] * g.c;
+  const int64_t src_n = tensor_elements(g, adjoint ? g.out : g.in);
+  const int64_t dst_n = tensor_elements(g, adjoint ? g.in : g.out);
   DeviceLike<T> src(src_n), v3(dst_n), v4(dst_n);
   uint32_t state = 12345u;
   for (int64_t i = 0; i < src_n; ++i) {  // values in [-1, 1): any finite values would do
