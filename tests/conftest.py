@@ -40,6 +40,7 @@ def _use_one_compilation_cache() -> None:
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+    COMPILATION_CACHE.mkdir()  # jax writes entries into it but does not create it
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(COMPILATION_CACHE)
     # Every compile is worth keeping: the CLI subprocesses' small ones add up too.
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

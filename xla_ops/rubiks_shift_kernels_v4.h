@@ -6,11 +6,11 @@
 // thread has 4-8 loads in flight. Here a warp loads all channels of one source position at a time
 // (4 sectors in f32, 2 in 16-bit types) and a block issues its whole stage before it waits.
 //
-// Tile: destination frame p0 (t), kV4Rows rows along h, up to kV4PointsW points along w, kV4Channels
-// channels (a warp's lanes). Its source box spans, per axis, every index any of its channels'
-// corners can read (with integer offsets q_lo..q_hi over the tile's channels: (rows - 1) * stride +
-// q_hi - q_lo + 2 indices, forward), clamped to the source: the kernels read absent corners at
-// clamped indices, and clamping is monotonic, so every read falls inside. When the box has more
+// Tile: destination frame p0 (t), kV4Rows rows along h, up to kV4PointsW points along w and
+// kV4Channels channels (a warp's lanes). Its source box spans, per axis, every index any of its
+// channels' corners can read (with integer offsets q_lo..q_hi over the tile's channels:
+// (rows - 1) * stride + q_hi - q_lo + 2 indices, forward), clamped to the source: the kernels
+// read absent corners at clamped indices, and clamping is monotonic, so every read falls inside. When the box has more
 // positions than the stage holds (shifts spread too far, strides along w), the block runs v3's walk
 // from global memory instead. The stage is laid out like an f32 tensor with kV4Channels channels
 // (16-bit sources are converted, exactly, as they are staged), so the interpolation is walk_row
@@ -32,8 +32,10 @@ namespace rubiks {
 
 constexpr int kV4Channels = 32;                   // channels per tile: a warp's lanes
 constexpr int kV4Warps = kThreads / kV4Channels;  // 8
-constexpr int kV4Rows = 4;                        // destination rows along h per tile
-constexpr int64_t kV4PointsW = 16;                // at most this many points along w per tile
+constexpr int kV4Rows = 8;                        // destination rows along h per tile
+constexpr int64_t kV4PointsW = 8;                 // at most this many points along w per tile
+// 8 x 8 points: a box of 3 x 10 x 10 positions at offsets in {-1, 0} (4.7 per point; 4 x 16 needed
+// 5.1, 2 x 28 6.4), and by the memory model the fastest of those three (docs/KERNEL_NOTES.md).
 constexpr int kV4StageBatch = 16;                 // staging loads a warp issues before it waits
 // The stage holds 376 source positions as f32 (16-bit sources converted as they are staged, so
 // the interpolation reads them without a conversion per corner): 47 KB, so that with the tables
@@ -144,12 +146,14 @@ struct V4Box {
 template <bool kAdjoint>
 RS_HD V4Box v4_box(const Geometry& g, const V4Tile& tile, const V4Shared& sh) {
   const int64_t* ext = kAdjoint ? g.out : g.in;
-  const int64_t d_lo[3] = {tile.p0, tile.h0, tile.w0}, d_hi[3] = {tile.p0, tile.h1 - 1, tile.w1 - 1};
+  const int64_t d_lo[3] = {tile.p0, tile.h0, tile.w0};
+  const int64_t d_hi[3] = {tile.p0, tile.h1 - 1, tile.w1 - 1};
   V4Box box;
   box.staged = tile.w1 > tile.w0;
   int64_t positions = 1;
   for (int a = 0; a < 3; ++a) {
-    const int64_t q_lo = RS_SHARED_LOAD(&sh.q_range[0][a]), q_hi = RS_SHARED_LOAD(&sh.q_range[1][a]);
+    const int64_t q_lo = RS_SHARED_LOAD(&sh.q_range[0][a]);
+    const int64_t q_hi = RS_SHARED_LOAD(&sh.q_range[1][a]);
     box.staged = box.staged && q_lo <= q_hi;
     // Source indices destination indices [d_lo, d_hi] read, corners included: forward
     // o * s - pad + q + k; adjoint every o with o * s in [i + pad - q - 1, i + pad - q].
@@ -215,13 +219,15 @@ RS_HD void v4_stage_phase(const typename Storage<D>::T* __restrict__ src, const 
   }
 }
 
-// Phase 4: warp k interpolates destination row h0 + k / 2, half k % 2 of the tile's points, lane =
-// channel: walk_row over the stage, or over the source where the box did not fit.
+// Phase 4: warps share the tile's destination rows (kV4Warps / kV4Rows warps a row, each a part of
+// its points), lane = channel: walk_row over the stage, or over the source where the box does not
+// fit.
 template <DType D, bool kAdjoint, bool kUnitW, typename I>
 RS_HD void v4_interpolate_phase(const typename Storage<D>::T* __restrict__ src,
                                 typename Storage<D>::T* __restrict__ dst, const Geometry& g,
                                 const V4Tile& tile, int thread, const V4Shared& sh) {
   constexpr int kWarpsPerRow = kV4Warps / kV4Rows;
+  static_assert(kWarpsPerRow * kV4Rows == kV4Warps, "a tile's rows share the warps evenly");
   const int lane = thread % kV4Channels, warp = thread / kV4Channels;
   const int64_t c = tile.c0 + lane, p1 = tile.h0 + warp / kWarpsPerRow;
   if (c >= g.c || p1 >= tile.h1) return;

@@ -103,11 +103,12 @@ def check_handlers() -> None:
             numeric[c, a] = (np.sum(dy * _sample(x, hi)) - np.sum(dy * _sample(x, lo))) / (2 * eps)
     np.testing.assert_allclose(np.asarray(dshift), numeric, rtol=1e-3, atol=1e-3)
 
-    # The emulated CUDA kernels give the CPU kernels' bits.
-    y_emu = jax.ffi.ffi_call(ffi_kernels.FORWARD + "_cuda_emulation",
-                             jax.ShapeDtypeStruct(x.shape, x.dtype))(
-        x, shift, quantize=False, force_64bit=False, **ATTRS)
-    np.testing.assert_array_equal(np.asarray(y_emu), np.asarray(y))
+    # The emulated CUDA kernels, v3 and v4, give the CPU kernels' bits.
+    for version in (3, 4):
+        y_emu = jax.ffi.ffi_call(ffi_kernels.FORWARD + "_cuda_emulation",
+                                 jax.ShapeDtypeStruct(x.shape, x.dtype))(
+            x, shift, quantize=False, force_64bit=False, version=np.int64(version), **ATTRS)
+        np.testing.assert_array_equal(np.asarray(y_emu), np.asarray(y))
 
 
 def check_package() -> None:
