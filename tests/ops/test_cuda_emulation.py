@@ -106,8 +106,8 @@ def _tiled_shift(channels: int, spreads: list[float], seed: int) -> np.ndarray:
     return s.astype(np.float32)
 
 
-# v4's tiles: rows and columns at every edge of the tensor (H not a multiple of the 4-row tile, W
-# not of the 16-point one), C not a multiple of 32, padding (staged positions outside the source),
+# v4's tiles: rows and columns at every edge of the tensor (H not a multiple of the 8-row tile, W
+# not of the 8-point one), C not a multiple of 32, padding (staged positions outside the source),
 # strides in t and h (staged) and in w (too wide to stage: v3's walk), integer offsets (weight-0
 # corners), and per-tile spreads that fit the stage beside ones that do not (spread 1: offsets in
 # {-1, 0}; 3: {-3, ..., 2}; 40: far beyond the staged range).
