@@ -51,7 +51,7 @@ if str(REPO) not in sys.path:  # run as a script: tools/ is then sys.path[0], no
 from tools import gpu_profile, gpu_summary  # noqa: E402
 
 STAGES = gpu_summary.STAGES  # preflight, build, test, sanitize, profile, bench
-BUDGET_S = {"preflight": 60, "build": 150, "test": 150, "sanitize": 120, "profile": 60,
+BUDGET_S = {"preflight": 60, "build": 150, "test": 200, "sanitize": 120, "profile": 60,
             "bench": 300}
 TOTAL_S = 480
 # compute-sanitizer tools and their kernel filters (kns= matches a substring of the mangled name;
