@@ -702,20 +702,17 @@ RS_HD void shift_grad_points(const typename Storage<D>::T* __restrict__ x,
                              const ChannelShift& cs, int64_t begin, int64_t end, int64_t c,
                              float (&grad)[3]) {
   if (begin >= end) return;
-  // I-typed loop state: it stays live around the row walk, so it should cost one register each.
-  const I wo = static_cast<I>(g.out[2]), ho = static_cast<I>(g.out[1]),
-          to = static_cast<I>(g.out[0]);
+  // I-typed loop state: it stays live around the row walk, so it should cost one register each;
+  // the row's (n, t, h) is derived from its index per row (a chunk spans one to a few rows).
+  const I wo = static_cast<I>(g.out[2]);
   I row = static_cast<I>(begin / g.out[2]), ow = static_cast<I>(begin) - row * wo;
-  I oh = row % ho, ot = (row / ho) % to, n = row / (ho * to);
-  for (I left = static_cast<I>(end - begin); left > 0;) {
+  for (I left = static_cast<I>(end - begin); left > 0; ++row) {
+    const I ho = static_cast<I>(g.out[1]), to = static_cast<I>(g.out[0]);
     const I stop = left < wo - ow ? ow + left : wo;
-    shift_grad_row<D, I>(x, dy, g, cs, n, ot, oh, c, ow, stop, grad);
+    shift_grad_row<D, I>(x, dy, g, cs, row / (ho * to), (row / ho) % to, row % ho, c, ow, stop,
+                         grad);
     left -= stop - ow;
     ow = 0;
-    if (++oh == ho) {  // next row: carry into t, then n
-      oh = 0;
-      if (++ot == to) ot = 0, ++n;
-    }
   }
 }
 
