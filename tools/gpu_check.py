@@ -341,12 +341,18 @@ def stage_test(check: Check) -> str:
     return "; ".join(notes)
 
 
-def stage_sanitize(check: Check) -> str:
+def require_gpu_build_and_tool(check: Check, tool: str, what: str) -> str:
+    """A stage's preconditions: a GPU, the in-place build and `tool` (named `what`); its path."""
     require_gpu()
     require_build(check)
-    sanitizer = find_tool("compute-sanitizer")
-    if sanitizer is None:
-        raise Failed("compute-sanitizer not found")
+    path = find_tool(tool)
+    if path is None:
+        raise Failed(f"{what} not found")
+    return path
+
+
+def stage_sanitize(check: Check) -> str:
+    sanitizer = require_gpu_build_and_tool(check, "compute-sanitizer", "compute-sanitizer")
     notes, failed = [], False
     for tool, kernels in SANITIZERS:
         cmd = [sanitizer, "--tool", tool, *(["--kernel-name", kernels] if kernels else []),
@@ -367,11 +373,7 @@ def stage_sanitize(check: Check) -> str:
 
 
 def stage_profile(check: Check) -> str:
-    require_gpu()
-    require_build(check)
-    ncu = find_tool("ncu")
-    if ncu is None:
-        raise Failed("ncu (Nsight Compute) not found")
+    ncu = require_gpu_build_and_tool(check, "ncu", "ncu (Nsight Compute)")
     csv_path, json_path = check.scratch / "profile.csv", check.scratch / "profile.json"
     for p in (csv_path, json_path):
         p.unlink(missing_ok=True)

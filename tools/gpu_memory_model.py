@@ -51,6 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: tools/ is then sys.path[0], not the repository
     sys.path.insert(0, str(REPO))
 
+from rubiks_jax.ops import ffi_kernels  # noqa: E402
+from rubiks_jax.ops.geometry import Geometry  # noqa: E402
 from tools import sass  # noqa: E402
 
 TRACE_SOURCE = REPO / "tools" / "memory_trace.cc"
@@ -64,7 +66,6 @@ STATS = ("blocks", "threads", "load_requests", "load_sectors", "load_lanes", "lo
          "block_store_sectors", "batches", "batch_sectors", "shared_requests", "shared_wavefronts",
          "launch_blocks", "warp_iterations")
 THREADS_PER_BLOCK = 256  # every kernel traced here (kThreads)
-POINTS_PER_CHUNK, MAX_CHUNKS = 32, 4096  # rubiks_jax.ops.ffi_kernels' reduction chunking
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,15 +150,19 @@ class Shape:
     pad: tuple[int, int, int] = (0, 0, 0)
 
     @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.size, self.stride, self.pad)
+
+    @property
     def out(self) -> tuple[int, int, int]:
-        return tuple((i + 2 * p - 1) // s + 1 for i, s, p in zip(self.size, self.stride, self.pad))
+        return self.geometry.out_size
 
     def elements(self, extent) -> int:
         return self.n * math.prod(extent) * self.c
 
     def chunks(self) -> int:
-        return max(1, min(self.n * math.prod(self.out) // POINTS_PER_CHUNK, MAX_CHUNKS))
-
+        """The shift gradient's reduction chunks, as the op chooses them."""
+        return ffi_kernels.reduction_chunks(self.n, self.geometry)
 
 
 def profile_shift(c: int) -> np.ndarray:
@@ -231,22 +236,23 @@ def sass_rows(versions: list[str]) -> dict[tuple[str, str], dict]:
 # ------------------------------------------------------------------------------------------------
 # The model
 # ------------------------------------------------------------------------------------------------
-def floor_bytes(kernel: str, shape: Shape, dtype: str) -> int:
-    """Bytes the kernel must move at least: its input tensors read once, its output written once."""
+def floor_bytes(kernel: str, shape: Shape, dtype: str) -> tuple[int, int]:
+    """(read, written): the bytes the kernel must move at least, each tensor once."""
     size = DTYPES[dtype][1]
     x, y = shape.elements(shape.size), shape.elements(shape.out)
     if kernel == "shift_grad_pass1":  # reads x and dy, writes (chunks, C, 3) float32 partials
-        return (x + y) * size + shape.chunks() * shape.c * 3 * 4
-    return (x + y) * size  # forward: x -> y; input gradient: dy -> dx
+        return (x + y) * size, shape.chunks() * shape.c * 3 * 4
+    if kernel == "input_grad":  # dy -> dx
+        return y * size, x * size
+    return x * size, y * size  # forward: x -> y
 
 
 def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shape: Shape,
              gpu: GPU) -> dict:
     """The model's figures for one launch from its trace counts and its sass row."""
     s, scale = stats, stats["total_blocks"] / max(stats["blocks"], 1)
+    # Output elements (the forward's y, the input gradient's dx; pass 1: the points it sums).
     elements = shape.elements(shape.size if kernel == "input_grad" else shape.out)
-    if kernel == "shift_grad_pass1":
-        elements = shape.elements(shape.out)  # the points it sums
     warps_per_block = THREADS_PER_BLOCK // 32
     resident_blocks = row["blocks_per_sm"]
     waves = stats["total_blocks"] / (gpu.sms * resident_blocks)
@@ -260,8 +266,8 @@ def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shap
     per_iteration = loop["instructions"] if loop else 0
     sectors_per_batch = s["batch_sectors"] / max(s["batches"], 1)
     total_sectors = (s["load_sectors"] + s["store_sectors"]) * scale
-    fbytes = floor_bytes(kernel, shape, dtype)
-    floor_us = fbytes / (gpu.dram_tb_s * 1e12) * 1e6
+    read_bytes, written_bytes = floor_bytes(kernel, shape, dtype)
+    floor_us = (read_bytes + written_bytes) / (gpu.dram_tb_s * 1e12) * 1e6
     # A warp's batches run one after another; the SM's resident warps overlap, so the kernel takes
     # as many of those chains as it has waves of resident blocks (the last one too, however full).
     batch_ns = gpu.latency_base_ns + gpu.latency_per_sector_ns * sectors_per_batch
@@ -273,8 +279,6 @@ def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shap
                 (gpu.sms * 4 * gpu.clock_ghz * 1e3))
     load_sector_bytes = s["load_sectors"] * scale * 32
     in_flight = warps_resident * sectors_per_batch * 32
-    read_bytes = fbytes - shape.elements(shape.out if kernel != "input_grad" else shape.size) * \
-        DTYPES[dtype][1] if kernel != "shift_grad_pass1" else fbytes
     return dict(
         kernel=kernel, version=version, dtype=dtype,
         shape=[shape.n, *shape.size, shape.c], sampled_blocks=int(s["blocks"]),
@@ -297,7 +301,8 @@ def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shap
         bytes_in_flight_per_sm=in_flight,
         # The part of those bytes that is first-touch data (the rest hits L1 or L2): what sustains
         # DRAM bandwidth by Little's law.
-        unique_bytes_in_flight_per_sm=in_flight * min(1.0, read_bytes / load_sector_bytes),
+        unique_bytes_in_flight_per_sm=in_flight * min(1.0, (read_bytes + (
+            written_bytes if kernel == "shift_grad_pass1" else 0)) / load_sector_bytes),
         floor_us=floor_us, latency_bound_us=latency_us, l1_bound_us=l1_us, issue_bound_us=issue_us,
         predicted_us=max(floor_us, latency_us, l1_us, issue_us))
 

@@ -245,32 +245,6 @@ std::vector<int64_t> spread(int64_t blocks, int64_t max_blocks) {
   return out;
 }
 
-// One v4 block, phase by phase (barrier to barrier), its shared memory first filled with NaN.
-template <DType D, bool kAdjoint, bool kUnitW, typename I, typename ThreadFn>
-void run_v4_block(const typename rubiks::Storage<D>::T* src, const float* shift,
-                  typename rubiks::Storage<D>::T* dst, const Geometry& g, bool quantize,
-                  const rubiks::V4Plan& plan, int64_t block, rubiks::V4Shared& shared,
-                  ThreadFn&& thread) {
-  std::memset(&shared, 0xff, sizeof(shared));
-  const rubiks::V4Tile tile = rubiks::v4_tile(g, kAdjoint, plan, block);
-  for (int t = 0; t < rubiks::kThreads; ++t) {
-    thread(t);
-    rubiks::v4_shift_phase(shift, g, quantize, tile, t, shared);
-  }
-  for (int t = 0; t < rubiks::kThreads; ++t) {
-    thread(t);
-    rubiks::v4_range_phase(t, shared);
-  }
-  for (int t = 0; t < rubiks::kThreads; ++t) {
-    thread(t);
-    rubiks::v4_stage_phase<D, kAdjoint, I>(src, g, tile, t, shared);
-  }
-  for (int t = 0; t < rubiks::kThreads; ++t) {
-    thread(t);
-    rubiks::v4_interpolate_phase<D, kAdjoint, kUnitW, I>(src, dst, g, tile, t, shared);
-  }
-}
-
 template <DType D>
 int run(int kernel, int version, const Geometry& g, const float* shift_in, int64_t chunks,
         int64_t max_blocks, double* s) {
@@ -312,8 +286,8 @@ int run(int kernel, int version, const Geometry& g, const float* shift_in, int64
         rubiks::V4Shared shared;
         trace_blocks(rubiks::kThreads, spread(v4.blocks, max_blocks),
                      [&](int64_t block, auto&& thread) {
-                       run_v4_block<D, kAdjoint, kUnitW, I>(src.data(), shift, dst.data(), g,
-                                                            false, v4, block, shared, thread);
+                       rubiks::run_v4_block_on_host<D, kAdjoint, kUnitW, I>(
+                           src.data(), shift, dst.data(), g, false, v4, block, shared, thread);
                      },
                      s);
         return;
@@ -369,8 +343,8 @@ int64_t v4_mismatches(int kernel, const Geometry& g, const float* shift_in, bool
       const rubiks::V4Plan p4 = rubiks::plan_v4(g, kAdjoint);
       rubiks::V4Shared shared;
       for (int64_t b = 0; b < p4.blocks; ++b)
-        run_v4_block<D, kAdjoint, kUnitW, I>(src.data(), shift_in, v4.data(), g, quantize, p4, b,
-                                             shared, [](int) {});
+        rubiks::run_v4_block_on_host<D, kAdjoint, kUnitW, I>(src.data(), shift_in, v4.data(), g,
+                                                             quantize, p4, b, shared, [](int) {});
     });
   };
   if (adjoint)

@@ -53,17 +53,9 @@ ffi::Error interpolate(const char* op, ffi::AnyBuffer src, ffi::Buffer<ffi::F32>
       }
       const V4Plan v4 = plan_v4(g, kAdjoint);
       V4Shared shared;
-      for (int64_t block = 0; block < v4.blocks; ++block) {  // the phases, barrier to barrier
-        std::memset(&shared, kSentinelByte, sizeof(shared));
-        const V4Tile tile = v4_tile(g, kAdjoint, v4, block);
-        for (int thread = 0; thread < kThreads; ++thread)
-          v4_shift_phase(s, g, quantize, tile, thread, shared);
-        for (int thread = 0; thread < kThreads; ++thread) v4_range_phase(thread, shared);
-        for (int thread = 0; thread < kThreads; ++thread)
-          v4_stage_phase<D, kAdjoint, I>(in, g, tile, thread, shared);
-        for (int thread = 0; thread < kThreads; ++thread)
-          v4_interpolate_phase<D, kAdjoint, kUnitW, I>(in, out, g, tile, thread, shared);
-      }
+      for (int64_t block = 0; block < v4.blocks; ++block)
+        run_v4_block_on_host<D, kAdjoint, kUnitW, I>(in, s, out, g, quantize, v4, block, shared,
+                                                     [](int) {});
     });
     return ffi::Error::Success();
   });

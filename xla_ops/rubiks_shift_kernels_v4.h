@@ -24,6 +24,7 @@
 #define RUBIKS_JAX_XLA_OPS_RUBIKS_SHIFT_KERNELS_V4_H_
 
 #include <cstdint>
+#include <cstring>
 
 #include "rubiks_shift_kernels.h"
 #include "rubiks_shift_math.h"
@@ -231,9 +232,9 @@ RS_HD void v4_interpolate_phase(const typename Storage<D>::T* __restrict__ src,
   const int lane = thread % kV4Channels, warp = thread / kV4Channels;
   const int64_t c = tile.c0 + lane, p1 = tile.h0 + warp / kWarpsPerRow;
   if (c >= g.c || p1 >= tile.h1) return;
-  const int64_t half = (tile.w1 - tile.w0 + kWarpsPerRow - 1) / kWarpsPerRow;
-  const int64_t begin = tile.w0 + (warp % kWarpsPerRow) * half;
-  const int64_t end = begin + half < tile.w1 ? begin + half : tile.w1;
+  const int64_t per_warp = (tile.w1 - tile.w0 + kWarpsPerRow - 1) / kWarpsPerRow;
+  const int64_t begin = tile.w0 + (warp % kWarpsPerRow) * per_warp;
+  const int64_t end = begin + per_warp < tile.w1 ? begin + per_warp : tile.w1;
   if (begin >= end) return;
   const int64_t* ext = kAdjoint ? g.in : g.out;
   typename Storage<D>::T* row_dst =
@@ -264,6 +265,35 @@ RS_HD void v4_interpolate_phase(const typename Storage<D>::T* __restrict__ src,
       [&]<bool kAllOn, typename Corners>(I p, const Corners& corner, const bool(&w_on)[2]) {
         RS_STORE(row_dst + p * C, Storage<D>::store(interpolate_point<I, kAllOn>(r, corner, w_on)));
       });
+}
+
+// One v4 block on the host (the CUDA kernels' emulation and the memory trace): the four phases in
+// barrier order, every thread of one before the next, with the shared memory first filled with all
+// ones (NaN in the stage) so that a read of anything not staged shows. before_thread(t) runs before
+// each thread's part of each phase (the memory trace switches its recorder there).
+template <DType D, bool kAdjoint, bool kUnitW, typename I, typename BeforeThread>
+void run_v4_block_on_host(const typename Storage<D>::T* src, const float* shift,
+                          typename Storage<D>::T* dst, const Geometry& g, bool quantize,
+                          const V4Plan& plan, int64_t block, V4Shared& shared,
+                          BeforeThread&& before_thread) {
+  std::memset(&shared, 0xff, sizeof(shared));
+  const V4Tile tile = v4_tile(g, kAdjoint, plan, block);
+  for (int t = 0; t < kThreads; ++t) {
+    before_thread(t);
+    v4_shift_phase(shift, g, quantize, tile, t, shared);
+  }
+  for (int t = 0; t < kThreads; ++t) {
+    before_thread(t);
+    v4_range_phase(t, shared);
+  }
+  for (int t = 0; t < kThreads; ++t) {
+    before_thread(t);
+    v4_stage_phase<D, kAdjoint, I>(src, g, tile, t, shared);
+  }
+  for (int t = 0; t < kThreads; ++t) {
+    before_thread(t);
+    v4_interpolate_phase<D, kAdjoint, kUnitW, I>(src, dst, g, tile, t, shared);
+  }
 }
 
 }  // namespace rubiks
