@@ -301,8 +301,7 @@ def evaluate(stats: dict, row: dict, kernel: str, version: str, dtype: str, shap
         bytes_in_flight_per_sm=in_flight,
         # The part of those bytes that is first-touch data (the rest hits L1 or L2): what sustains
         # DRAM bandwidth by Little's law.
-        unique_bytes_in_flight_per_sm=in_flight * min(1.0, (read_bytes + (
-            written_bytes if kernel == "shift_grad_pass1" else 0)) / load_sector_bytes),
+        unique_bytes_in_flight_per_sm=in_flight * min(1.0, read_bytes / load_sector_bytes),
         floor_us=floor_us, latency_bound_us=latency_us, l1_bound_us=l1_us, issue_bound_us=issue_us,
         predicted_us=max(floor_us, latency_us, l1_us, issue_us))
 
