@@ -74,6 +74,15 @@ class Failed(Exception):
 
 
 @dataclasses.dataclass
+class Running:
+    """A command Check.start started: its process, output file and deadline (time.monotonic)."""
+
+    proc: subprocess.Popen
+    out_file: object
+    until: float
+
+
+@dataclasses.dataclass
 class Check:
     out: Path
     scratch: Path
@@ -93,26 +102,28 @@ class Check:
     def remaining(self) -> float:
         return min(self.stage_deadline, self.deadline) - time.monotonic()
 
-    def run(self, cmd: list[str], env: dict | None = None, limit: float | None = None,
-            background: bool = False):
-        """Runs cmd from the repository with its output in the stage log; returns (exit status,
-        output), 124 when it ran out of time (its whole process group is then killed). With
-        background, returns the Popen and its output file instead (see finish)."""
+    def start(self, cmd: list[str], env: dict | None = None,
+              limit: float | None = None) -> Running | None:
+        """Starts cmd from the repository, its output to a scratch file, to end within `limit`
+        seconds (default: the stage's time left); None when there is no time left for it."""
         limit = self.remaining() if limit is None else min(limit, self.remaining())
         self.say(f"$ {' '.join(cmd)}", echo=False)
         if limit < 5:
             self.say(f"no time left for: {' '.join(cmd)}")
-            return 124, ""
+            return None
         out_file = open(self.scratch / f"cmd_{time.monotonic_ns()}.txt", "w+")
         proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, text=True,
                                 stdout=out_file, stderr=subprocess.STDOUT, start_new_session=True)
-        if background:
-            return proc, out_file, time.monotonic() + limit
-        return self.finish(proc, out_file, time.monotonic() + limit)
+        return Running(proc, out_file, time.monotonic() + limit)
 
-    def finish(self, proc, out_file, until: float):
+    def finish(self, running: Running | None) -> tuple[int, str]:
+        """Waits for a started command; (exit status, output) with the output in the stage log,
+        124 when it ran out of time (its whole process group is then killed) or never started."""
+        if running is None:
+            return 124, ""
+        proc, out_file = running.proc, running.out_file
         try:
-            rc = proc.wait(timeout=max(1.0, until - time.monotonic()))
+            rc = proc.wait(timeout=max(1.0, running.until - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -124,6 +135,11 @@ class Check:
         self.say(output.rstrip("\n"), echo=False)
         self.say(f"(exit status {rc})", echo=False)
         return rc, output
+
+    def run(self, cmd: list[str], env: dict | None = None,
+            limit: float | None = None) -> tuple[int, str]:
+        """start, then finish: (exit status, output)."""
+        return self.finish(self.start(cmd, env, limit))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -321,10 +337,9 @@ def stage_test(check: Check) -> str:
     require_gpu()
     require_build(check)
     # The host emulation of both versions (CPU) runs on the CPU cores meanwhile.
-    emulation = check.run([check.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/ops/test_cuda_emulation.py"],
-                          env={"JAX_PLATFORMS": "cpu", "RUBIKS_REQUIRE_GPU": "0"},
-                          background=True)
+    emulation = check.start([check.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/ops/test_cuda_emulation.py"],
+                            env={"JAX_PLATFORMS": "cpu", "RUBIKS_REQUIRE_GPU": "0"})
     notes, failed = [], False
     for version in ("v3", "v4"):
         rc, output = check.run([check.python, "-m", "pytest", "-q", "-rfEs", "-p",
@@ -332,10 +347,9 @@ def stage_test(check: Check) -> str:
                                env={"RUBIKS_REQUIRE_GPU": "1", "RUBIKS_JAX_CUDA_KERNELS": version})
         notes.append(f"gpu {version}: " + ("timeout" if rc == 124 else pytest_outcome(output)))
         failed |= rc != 0
-    if isinstance(emulation, tuple) and len(emulation) == 3:
-        rc, output = check.finish(*emulation)
-        notes.append("emulation: " + ("timeout" if rc == 124 else pytest_outcome(output)))
-        failed |= rc != 0
+    rc, output = check.finish(emulation)
+    notes.append("emulation: " + ("timeout" if rc == 124 else pytest_outcome(output)))
+    failed |= rc != 0
     if failed:
         raise Failed("; ".join(notes))
     return "; ".join(notes)
